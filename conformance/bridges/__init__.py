@@ -1,0 +1,43 @@
+"""Bridges turn a raw framework model that follows the d2l interface into a `Seq2SeqAdapter`.
+
+Adding a backend means one module here exposing `accepts(obj)`, `wrap(obj, spec)` and
+`seed(n)`, and one line in `BRIDGES`. A bridge is only imported when its framework already
+is, so a torch run never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..protocol import Seq2SeqAdapter
+
+# (framework module that must already be imported, bridge module)
+BRIDGES = (
+    ("torch", "conformance.bridges.torch_bridge"),
+    ("keras", "conformance.bridges.tensorflow_bridge"),
+    ("mxnet", "conformance.bridges.mxnet_bridge"),
+)
+
+
+def loaded_bridges():
+    for framework, module in BRIDGES:
+        if framework in sys.modules:
+            yield importlib.import_module(module)
+
+
+def seed_frameworks(seed: int) -> None:
+    """Seed every framework already imported, so a factory that draws weights is reproducible."""
+    for bridge in loaded_bridges():
+        bridge.seed(seed)
+
+
+def as_adapter(obj, spec) -> Seq2SeqAdapter:
+    if isinstance(obj, Seq2SeqAdapter):
+        return obj
+    for bridge in loaded_bridges():
+        if bridge.accepts(obj):
+            return bridge.wrap(obj, spec)
+    raise TypeError(
+        f"the factory returned a {type(obj).__module__}.{type(obj).__qualname__}, which is neither a "
+        "conformance.Seq2SeqAdapter nor a torch.nn.Module / keras.Model / mxnet.gluon.Block"
+    )

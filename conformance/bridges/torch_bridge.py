@@ -1,0 +1,100 @@
+"""PyTorch: a `torch.nn.Module` with `.encoder` and `.decoder` (d2l's EncoderDecoder)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..spec import Unsupported
+from ..trees import tree_map
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def accepts(obj) -> bool:
+    return isinstance(obj, torch.nn.Module)
+
+
+def seed(n: int) -> None:
+    torch.manual_seed(n)
+
+
+def wrap(model, spec):
+    return TorchAdapter(model, spec)
+
+
+class TorchAdapter:
+    backend = "torch"
+    framework_version = torch.__version__
+
+    def __init__(self, model: torch.nn.Module, spec):
+        for part in ("encoder", "decoder"):
+            if not isinstance(getattr(model, part, None), torch.nn.Module):
+                raise TypeError(f"a d2l EncoderDecoder has a `.{part}` module; {type(model).__name__} has none")
+        if spec.dtype not in DTYPES:
+            raise Unsupported(f"dtype {spec.dtype!r}")
+        # A factory that ignores spec.dtype still gets the precision the contracts asked for.
+        self.model = model.to(DTYPES[spec.dtype]).eval()
+        first = next(model.parameters(), None)
+        self.device = str(first.device) if first is not None else "cpu"
+        self.dtype = spec.dtype
+
+    def _tokens(self, a) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), dtype=torch.long, device=self.device)
+
+    def _numpy(self, tree):
+        return tree_map(lambda x: x.detach().cpu().numpy().copy() if isinstance(x, torch.Tensor) else x, tree)
+
+    @torch.no_grad()
+    def encode(self, src, src_valid_len):
+        return self.model.encoder(self._tokens(src), self._tokens(src_valid_len))
+
+    @torch.no_grad()
+    def init_state(self, enc_outputs, src_valid_len):
+        return self.model.decoder.init_state(enc_outputs, self._tokens(src_valid_len))
+
+    @torch.no_grad()
+    def decode(self, tgt, state):
+        logits, state = self.model.decoder(self._tokens(tgt), state)
+        return self._numpy(logits), state
+
+    def _forward(self, src, tgt, src_valid_len):
+        out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
+        return out[0] if isinstance(out, tuple) else out  # older d2l returned (output, state)
+
+    @torch.no_grad()
+    def forward(self, src, tgt, src_valid_len):
+        return self._numpy(self._forward(src, tgt, src_valid_len))
+
+    def to_numpy(self, tree):
+        return self._numpy(tree)
+
+    def from_numpy(self, tree):
+        return tree_map(lambda x: torch.from_numpy(x.copy()).to(self.device) if isinstance(x, np.ndarray) else x, tree)
+
+    def gradients(self, src, tgt, src_valid_len, cotangent):
+        self.model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            logits = self._forward(src, tgt, src_valid_len)
+            (logits * torch.as_tensor(cotangent, dtype=logits.dtype, device=logits.device)).sum().backward()
+        grads = {
+            part: {
+                name: (p.grad if p.grad is not None else torch.zeros_like(p)).cpu().numpy().copy()
+                for name, p in getattr(self.model, part).named_parameters()
+            }
+            for part in ("encoder", "decoder")
+        }
+        self.model.zero_grad(set_to_none=True)
+        return grads
+
+    def get_weights(self):
+        return {
+            part: {name: p.detach().cpu().numpy().copy() for name, p in getattr(self.model, part).named_parameters()}
+            for part in ("encoder", "decoder")
+        }
+
+    @torch.no_grad()
+    def set_weights(self, weights):
+        for part, named in weights.items():
+            params = dict(getattr(self.model, part).named_parameters())
+            for name, value in named.items():
+                params[name].copy_(torch.from_numpy(np.asarray(value)))

@@ -1,0 +1,60 @@
+"""The protocol every implementation under test is seen through.
+
+A factory may return a raw framework model that follows the d2l interface (a bridge in
+`conformance.bridges` wraps it), or any object implementing `Seq2SeqAdapter` itself.
+Contracts only ever talk to this protocol: numpy in, numpy out, framework state opaque.
+
+Conventions
+- Token arrays are integer numpy arrays: `src` (batch, src_steps), `tgt` (batch, tgt_steps);
+  `src_valid_len` (batch,) holds how many leading source tokens are real (1..src_steps).
+- Encoder outputs and decoder state are native framework trees (tuples, lists, dicts, None,
+  arrays). `to_numpy` / `from_numpy` convert them leaf by leaf, keeping the structure, so a
+  contract can look at shapes, snapshot them, or reorder the batch as beam search does.
+- Weights and gradients are `{"encoder": {name: array}, "decoder": {name: array}}`.
+- The model is in evaluation mode (dropout off) for every call, gradients included.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+Tree = Any  # nested tuples / lists / dicts / None / arrays / Python scalars
+Params = dict[str, dict[str, np.ndarray]]
+
+
+@runtime_checkable
+class Seq2SeqAdapter(Protocol):
+    backend: str  # "torch", "tensorflow", "mxnet", ...
+    framework_version: str
+    device: str  # "cpu", "cuda:0", ...
+    dtype: str  # floating dtype the model computes in: "float64" or "float32"
+
+    def encode(self, src: np.ndarray, src_valid_len: np.ndarray) -> Tree:
+        """Encoder.forward(X, valid_lens)."""
+
+    def init_state(self, enc_outputs: Tree, src_valid_len: np.ndarray) -> Tree:
+        """Decoder.init_state(enc_outputs, valid_lens)."""
+
+    def decode(self, tgt: np.ndarray, state: Tree) -> tuple[np.ndarray, Tree]:
+        """Decoder.forward(X, state) -> (logits (batch, steps, tgt_vocab), next state)."""
+
+    def forward(self, src: np.ndarray, tgt: np.ndarray, src_valid_len: np.ndarray) -> np.ndarray:
+        """EncoderDecoder.forward(enc_X, dec_X, valid_lens) -> logits."""
+
+    def to_numpy(self, tree: Tree) -> Tree:
+        """Copy a native tree to numpy, leaf by leaf; non-array leaves are kept as they are."""
+
+    def from_numpy(self, tree: Tree) -> Tree:
+        """The inverse of `to_numpy`."""
+
+    def gradients(
+        self, src: np.ndarray, tgt: np.ndarray, src_valid_len: np.ndarray, cotangent: np.ndarray
+    ) -> Params:
+        """d sum(forward(src, tgt, src_valid_len) * cotangent) / d every parameter."""
+
+    def get_weights(self) -> Params:
+        """Copies of every trainable parameter."""
+
+    def set_weights(self, weights: Params) -> None:
+        """Load parameters of the shapes `get_weights` returned."""

@@ -1,0 +1,1 @@
+"""Reference implementations, one package per backend; each exposes `make_model(spec)`."""
