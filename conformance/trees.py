@@ -20,6 +20,8 @@ def path_str(path) -> str:
     return "".join(f"[{k!r}]" for k in path) or "(root)"
 
 
-def map_arrays(fn, tree):
-    """Apply `fn` to numpy leaves only; Python scalars and other leaves are kept."""
-    return tree_map(lambda x: fn(x) if isinstance(x, np.ndarray) else x, tree)
+def map_arrays_with_path(fn, tree):
+    """Apply `fn(path, array)` to numpy leaves only; Python scalars and other leaves are kept."""
+    return optree.tree_map_with_path(
+        lambda p, x: fn(path_str(p), x) if isinstance(x, np.ndarray) else x, tree, none_is_leaf=False
+    )

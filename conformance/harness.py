@@ -1,0 +1,151 @@
+"""The model as contracts see it: every call checked, every failure one readable line.
+
+`CheckedModel` wraps a `Seq2SeqAdapter`. An exception raised by the implementation becomes
+`ModelRaised`; an output that breaks the interface (logits of the wrong shape or type,
+non-finite values) becomes `BadOutput`. Contracts raise `ContractFailure`. The plugin prints
+each of these as a single line naming the contract, so no traceback of the harness reaches
+the user.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .inputs import Batch
+from .protocol import Seq2SeqAdapter
+
+
+class ConformanceError(Exception):
+    """Base of the failures the plugin reports as one line."""
+
+
+class ContractFailure(ConformanceError):
+    """The implementation broke the contract under test."""
+
+
+class ModelRaised(ConformanceError):
+    """The implementation raised where it should have returned."""
+
+
+class BadOutput(ConformanceError):
+    """The implementation returned something the interface does not allow."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def shape_of(a) -> str:
+    return str(tuple(np.shape(a)))
+
+
+class CheckedModel:
+    def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, note: str = ""):
+        self.adapter = adapter
+        self.spec = spec
+        self.impl_name = impl_name
+        self.note = note  # why this model runs in a dtype other than the one asked for, if it does
+
+    @property
+    def dtype(self) -> str:
+        return self.adapter.dtype
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @contextlib.contextmanager
+    def calling(self, what: str):
+        try:
+            yield
+        except ConformanceError:
+            raise
+        except Exception as exc:  # the implementation's own error, whatever its type
+            raise ModelRaised(f"{what} raised {one_line(exc)}") from exc
+
+    def _logits(self, logits, batch: int, steps: int, what: str) -> np.ndarray:
+        expected = (batch, steps, self.spec.tgt_vocab)
+        if not isinstance(logits, np.ndarray) or not np.issubdtype(logits.dtype, np.floating):
+            kind = getattr(logits, "dtype", type(logits).__name__)
+            raise BadOutput(f"{what} returned logits of type {kind}, but should return a floating array")
+        if logits.shape != expected:
+            raise BadOutput(
+                f"{what} returned logits of shape {logits.shape}, but should be (batch, steps, tgt_vocab)={expected}"
+            )
+        bad = ~np.isfinite(logits)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise BadOutput(
+                f"{what} returned {int(np.isnan(logits).sum())} NaN and {int(np.isinf(logits).sum())} infinite "
+                f"logits of {logits.size}; first at (batch, step, token)={first}"
+            )
+        return logits
+
+    # The d2l interface, one call each.
+    def encode(self, src, src_valid_len):
+        with self.calling(f"encoder.forward(X of shape {shape_of(src)})"):
+            return self.adapter.encode(src, src_valid_len)
+
+    def init_state(self, enc_outputs, src_valid_len):
+        with self.calling("decoder.init_state(enc_outputs, valid_lens)"):
+            return self.adapter.init_state(enc_outputs, src_valid_len)
+
+    def decode(self, tgt, state):
+        what = f"decoder.forward(X of shape {shape_of(tgt)}, state)"
+        with self.calling(what):
+            logits, state = self.adapter.decode(tgt, state)
+        return self._logits(logits, *np.shape(tgt), what), state
+
+    def forward(self, batch: Batch) -> np.ndarray:
+        what = f"EncoderDecoder.forward(enc_X {shape_of(batch.src)}, dec_X {shape_of(batch.tgt)}, valid_lens)"
+        with self.calling(what):
+            logits = self.adapter.forward(batch.src, batch.tgt, batch.src_valid_len)
+        return self._logits(logits, *batch.tgt.shape, what)
+
+    def to_numpy(self, tree):
+        with self.calling("to_numpy(tree)"):
+            return self.adapter.to_numpy(tree)
+
+    def from_numpy(self, tree):
+        with self.calling("from_numpy(tree)"):
+            return self.adapter.from_numpy(tree)
+
+    def gradients(self, batch: Batch, cotangent: np.ndarray):
+        with self.calling("gradients of sum(logits * cotangent)"):
+            return self.adapter.gradients(batch.src, batch.tgt, batch.src_valid_len, cotangent)
+
+    def get_weights(self):
+        with self.calling("get_weights()"):
+            return self.adapter.get_weights()
+
+    def set_weights(self, weights):
+        with self.calling("set_weights(weights)"):
+            self.adapter.set_weights(weights)
+
+    # Compositions the contracts share.
+    def initial_state(self, batch: Batch):
+        return self.init_state(self.encode(batch.src, batch.src_valid_len), batch.src_valid_len)
+
+    def teacher_forced(self, batch: Batch) -> np.ndarray:
+        """All target steps in one decoder call, from a fresh state."""
+        return self.decode(batch.tgt, self.initial_state(batch))[0]
+
+    def chunked(self, batch: Batch, chunk: int, state=None) -> tuple[np.ndarray, object]:
+        """The target fed `chunk` tokens per decoder call, each call continuing the returned state."""
+        state = self.initial_state(batch) if state is None else state
+        pieces = []
+        for start in range(0, batch.tgt.shape[1], chunk):
+            logits, state = self.decode(batch.tgt[:, start : start + chunk], state)
+            pieces.append(logits)
+        return np.concatenate(pieces, axis=1), state
+
+    @contextlib.contextmanager
+    def weights_restored(self):
+        """Contracts that perturb weights leave the model as they found it."""
+        saved = self.get_weights()
+        try:
+            yield saved
+        finally:
+            self.set_weights(saved)

@@ -1,0 +1,65 @@
+"""Input batches: the named shape cases every contract runs on, and seeded token data."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    batch: int
+    src_steps: int
+    tgt_steps: int
+
+    def __str__(self) -> str:
+        return f"B{self.batch}-S{self.src_steps}-T{self.tgt_steps}"
+
+
+# Edge cases on purpose: a batch of one, a one-token source, a one-step target, and a batch as
+# long as its sequences (a transposed axis then still has the right length: only values catch it).
+CASES = (
+    Case(1, 1, 1),
+    Case(3, 6, 5),
+    Case(4, 4, 4),
+    Case(2, 5, 1),
+)
+MULTI_STEP = tuple(c for c in CASES if c.tgt_steps >= 2)  # a "before t" needs two steps
+PADDED = tuple(c for c in CASES if c.src_steps >= 2)  # room for tokens beyond a valid length
+BATCHED = tuple(c for c in CASES if c.batch >= 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    src: np.ndarray  # (batch, src_steps) int64
+    src_valid_len: np.ndarray  # (batch,) int64, 1..src_steps
+    tgt: np.ndarray  # (batch, tgt_steps) int64
+
+    def take(self, index) -> "Batch":
+        """The examples at `index` (a list of row numbers, repeats allowed), in that order."""
+        index = np.asarray(index)
+        return Batch(self.src[index], self.src_valid_len[index], self.tgt[index])
+
+    def with_tgt(self, tgt) -> "Batch":
+        return dataclasses.replace(self, tgt=np.asarray(tgt, dtype=np.int64))
+
+    def with_src(self, src, src_valid_len=None) -> "Batch":
+        lens = self.src_valid_len if src_valid_len is None else src_valid_len
+        return dataclasses.replace(self, src=np.asarray(src, dtype=np.int64), src_valid_len=lens)
+
+
+def random_batch(rng: np.random.Generator, spec, case: Case, full_first: bool = True) -> Batch:
+    """Uniform tokens; ragged valid lengths. The first example fills the source unless told not to."""
+    lens = rng.integers(1, case.src_steps + 1, size=case.batch)
+    if full_first:
+        lens[0] = case.src_steps
+    return Batch(
+        src=rng.integers(0, spec.src_vocab, size=(case.batch, case.src_steps)),
+        src_valid_len=lens.astype(np.int64),
+        tgt=rng.integers(0, spec.tgt_vocab, size=(case.batch, case.tgt_steps)),
+    )
+
+
+def other_tokens(rng: np.random.Generator, tokens: np.ndarray, vocab: int) -> np.ndarray:
+    """Tokens that differ from `tokens` at every position."""
+    return (tokens + rng.integers(1, vocab, size=tokens.shape)) % vocab

@@ -1,0 +1,114 @@
+"""From an `--impl` value to checked models: resolving factories and building families.
+
+Nothing here raises: every problem becomes a message the plugin attaches to the contracts it
+affects, so a bad `--impl` costs its own rows of the report and nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+import numpy as np
+
+from .bridges import as_adapter, seed_frameworks
+from .harness import CheckedModel, ConformanceError, one_line
+from .inputs import Batch
+from .spec import ModelSpec, Unsupported
+
+BUILTIN = {
+    "torch": "impls.torch:make_model",
+    "tensorflow": "impls.tensorflow:make_model",
+    "mxnet": "impls.mxnet:make_model",
+}
+
+
+@dataclasses.dataclass
+class Impl:
+    name: str  # as given to --impl
+    target: str  # module:attr
+    factory: Callable | None = None
+    error: str = ""  # why it could not be resolved
+
+
+def resolve(name: str) -> Impl:
+    target = BUILTIN.get(name, name)
+    if ":" not in target:
+        return Impl(name, target, error=f"unknown implementation {name!r}: use {', '.join(BUILTIN)} or module:factory")
+    module_name, attr = target.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:  # an import can fail any way, SystemExit included
+        return Impl(name, target, error=f"cannot import {module_name!r}: {one_line(exc)}")
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        return Impl(name, target, error=f"{module_name!r} has no callable {attr!r}")
+    return Impl(name, target, factory)
+
+
+@dataclasses.dataclass
+class Declined:
+    reason: str
+
+
+@dataclasses.dataclass
+class Broken:
+    reason: str
+
+
+def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
+    if impl.error:
+        return Broken(f"--impl={impl.name}: {impl.error}")
+    seed_frameworks(spec.seed)
+    try:
+        model = impl.factory(spec)
+    except Unsupported as exc:
+        return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}: {exc}")
+    except Exception as exc:
+        return Broken(f"factory {impl.target}(family={spec.family!r}, dtype={spec.dtype!r}) raised {one_line(exc)}")
+    if model is None:
+        return Declined(f"{impl.target} returned None for {spec.family}/{spec.dtype}")
+    try:
+        return CheckedModel(as_adapter(model, spec), spec, impl.name)
+    except Unsupported as exc:
+        return Declined(f"bridge declined {spec.family}/{spec.dtype}: {exc}")
+    except Exception as exc:
+        return Broken(f"cannot use what {impl.target} returned for {spec.family!r}: {one_line(exc)}")
+
+
+def smoke_test(model: CheckedModel) -> str:
+    """'' if a tiny decode runs and returns logits in the model's dtype, else what went wrong."""
+    batch = Batch(np.zeros((2, 3), np.int64), np.array([3, 2], np.int64), np.zeros((2, 2), np.int64))
+    try:
+        logits = model.teacher_forced(batch)
+    except ConformanceError as exc:
+        return str(exc)
+    return "" if logits.dtype == np.dtype(model.dtype) else f"logits came back as {logits.dtype}"
+
+
+class ModelCache:
+    """One model per (impl, family, dtype) for the whole session; contracts must leave it as found."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._built: dict[tuple, CheckedModel | Declined | Broken] = {}
+
+    def get(self, impl: Impl, family: str, dtype: str):
+        key = (impl.name, family, dtype)
+        if key not in self._built:
+            self._built[key] = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed))
+        return self._built[key]
+
+    def precise(self, impl: Impl, family: str):
+        """float64 where the implementation can run it, float32 (with a note saying why) otherwise."""
+        key = (impl.name, family, "precise")
+        if key not in self._built:
+            model = self.get(impl, family, "float64")
+            problem = smoke_test(model) if isinstance(model, CheckedModel) else model.reason
+            if problem:
+                fallback = self.get(impl, family, "float32")
+                if isinstance(fallback, CheckedModel) and not smoke_test(fallback):
+                    fallback.note = f"float64 unavailable ({problem}); float32 tolerances apply"
+                    model = fallback
+            self._built[key] = model
+        return self._built[key]

@@ -1,0 +1,157 @@
+"""The conformance report: implementation x family x contract, in the terminal, JSON and Markdown."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pathlib
+import platform
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+# Worst first: a contract's cell shows the worst outcome over its shape cases.
+SEVERITY = ("error", "failed", "xpassed", "xfailed", "passed", "skipped")
+GLYPH = {"error": "E", "failed": "✗", "xpassed": "X", "xfailed": "x", "passed": "✓", "skipped": "s"}
+STYLE = {"error": "bold red", "failed": "bold red", "xpassed": "yellow", "xfailed": "yellow", "passed": "green", "skipped": "dim"}
+
+
+@dataclasses.dataclass
+class Result:
+    nodeid: str
+    impl: str
+    family: str
+    area: str
+    contract: str
+    case: str
+    outcome: str
+    message: str
+    duration: float
+
+
+@dataclasses.dataclass
+class ImplInfo:
+    name: str
+    target: str
+    backend: str = "?"
+    framework_version: str = "?"
+    device: str = "?"
+    dtypes: dict = dataclasses.field(default_factory=dict)  # family -> dtype used, with any note
+    error: str = ""
+
+
+class Report:
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.results: list[Result] = []
+        self.impls: dict[str, ImplInfo] = {}
+        self.started = time.time()
+
+    def add(self, result: Result) -> None:
+        self.results.append(result)
+
+    def cells(self) -> dict[tuple[str, str, str, str], str]:
+        """(impl, family, area, contract) -> worst outcome over the cases."""
+        cells: dict[tuple, str] = {}
+        for r in self.results:
+            key = (r.impl, r.family, r.area, r.contract)
+            if key not in cells or SEVERITY.index(r.outcome) < SEVERITY.index(cells[key]):
+                cells[key] = r.outcome
+        return cells
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(SEVERITY, 0)
+        for outcome in self.cells().values():
+            out[outcome] += 1
+        return out
+
+    def columns(self) -> list[tuple[str, str]]:
+        return list(dict.fromkeys((r.impl, r.family) for r in self.results))
+
+    def rows(self) -> list[tuple[str, str]]:
+        return list(dict.fromkeys((r.area, r.contract) for r in self.results))
+
+    def header_lines(self) -> list[str]:
+        lines = [f"seed {self.seed}; python {platform.python_version()} on {platform.platform()}"]
+        for info in self.impls.values():
+            if info.error:
+                lines.append(f"{info.name} ({info.target}): {info.error}")
+                continue
+            dtypes = ", ".join(f"{fam} {dt}" for fam, dt in info.dtypes.items())
+            lines.append(
+                f"{info.name} ({info.target}): backend {info.backend} {info.framework_version}, "
+                f"device {info.device}; {dtypes}"
+            )
+        return lines
+
+    # Terminal
+    def render_terminal(self, width: int, color: bool) -> str:
+        cells = self.cells()
+        table = Table(title="Conformance matrix", title_justify="left", show_lines=False, pad_edge=False)
+        table.add_column("area", style="dim")
+        table.add_column("contract")
+        for impl, family in self.columns():
+            table.add_column(f"{impl}\n{family}", justify="center")
+        previous_area = None
+        for area, contract in self.rows():
+            row = [area if area != previous_area else "", contract]
+            previous_area = area
+            for impl, family in self.columns():
+                outcome = cells.get((impl, family, area, contract))
+                row.append(f"[{STYLE[outcome]}]{GLYPH[outcome]}[/]" if outcome else "")
+            table.add_row(*row)
+        buf = io.StringIO()
+        console = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
+        for line in self.header_lines():
+            console.print(line, markup=False)
+        console.print(table)
+        console.print("  ".join(f"{GLYPH[k]} {k}: {v}" for k, v in self.counts().items() if v) + "  (cells: impl x family x contract)")
+        return buf.getvalue()
+
+    # Files
+    def as_dict(self) -> dict:
+        cells = self.cells()
+        return {
+            "suite": "seq2seq-conformance",
+            "seed": self.seed,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "argv": sys.argv,
+            "duration_s": round(time.time() - self.started, 3),
+            "implementations": [dataclasses.asdict(i) for i in self.impls.values()],
+            "summary": self.counts(),
+            "matrix": [
+                {"impl": i, "family": f, "area": a, "contract": c, "outcome": o} for (i, f, a, c), o in cells.items()
+            ],
+            "results": [dataclasses.asdict(r) for r in self.results],
+        }
+
+    def render_markdown(self) -> str:
+        cells = self.cells()
+        columns = self.columns()
+        lines = ["# Conformance report", ""]
+        lines += [f"- {line}" for line in self.header_lines()]
+        lines += ["", "| area | contract | " + " | ".join(f"{i} {f}" for i, f in columns) + " |"]
+        lines.append("|---|---|" + "---|" * len(columns))
+        for area, contract in self.rows():
+            marks = [GLYPH.get(cells.get((i, f, area, contract), ""), "") for i, f in columns]
+            lines.append(f"| {area} | {contract} | " + " | ".join(marks) + " |")
+        lines += ["", "  ".join(f"{GLYPH[k]} {k}: {v}" for k, v in self.counts().items() if v), ""]
+        failures = [r for r in self.results if r.outcome in ("failed", "error")]
+        if failures:
+            lines += ["## Failures", ""]
+            lines += [f"- `{r.nodeid}`: {r.message}" for r in failures]
+        return "\n".join(lines) + "\n"
+
+    def write(self, path: str) -> list[pathlib.Path]:
+        """PATH.json and PATH.md (a .json or .md suffix on PATH is taken as the stem's)."""
+        stem = pathlib.Path(path)
+        if stem.suffix in (".json", ".md"):
+            stem = stem.with_suffix("")
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+        json_path.write_text(json.dumps(self.as_dict(), indent=1))
+        md_path.write_text(self.render_markdown())
+        return [json_path, md_path]

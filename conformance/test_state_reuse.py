@@ -1,0 +1,58 @@
+"""State reuse: a state is a value. Decoding from it leaves it intact; beam search may reorder it."""
+import numpy as np
+import pytest
+
+from conformance.inputs import CASES, random_batch
+from conformance.state_helpers import batch_axes, take_along_batch
+
+
+def prefix_and_rest(batch):
+    """Split the target in two; a one-step target has an empty prefix."""
+    split = batch.tgt.shape[1] // 2
+    return batch.with_tgt(batch.tgt[:, :split]), batch.with_tgt(batch.tgt[:, split:])
+
+
+def state_after(model, batch, prefix):
+    state = model.initial_state(batch)
+    return model.decode(prefix.tgt, state)[1] if prefix.tgt.shape[1] else state
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_decode_twice_from_same_state(model, check, rng, case):
+    """decoder(X, s) called twice on the same state s gives the same logits and next state, bit for bit."""
+    batch = random_batch(rng, model.spec, case)
+    prefix, rest = prefix_and_rest(batch)
+    state = state_after(model, batch, prefix)
+    first_logits, first_state = model.decode(rest.tgt, state)
+    second_logits, second_state = model.decode(rest.tgt, state)
+    check.identical(second_logits, first_logits, "logits of the second decode from the same state")
+    check.trees_identical(model.to_numpy(second_state), model.to_numpy(first_state), "state returned by the second decode")
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_decode_does_not_mutate_state(model, check, rng, case):
+    """Every leaf of the state passed to decoder(X, state) is bit for bit the same afterwards."""
+    batch = random_batch(rng, model.spec, case)
+    prefix, rest = prefix_and_rest(batch)
+    state = state_after(model, batch, prefix)
+    before = model.to_numpy(state)
+    model.decode(rest.tgt, state)
+    check.trees_identical(model.to_numpy(state), before, "state after being decoded from")
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_reordered_state_decodes_reordered_examples(model, check, rng, case):
+    """Reordering a state along its batch axis (with repeats, as beam search does) and decoding on
+    == decoding the reordered examples from scratch."""
+    batch = random_batch(rng, model.spec, case)
+    prefix, rest = prefix_and_rest(batch)
+    state = model.to_numpy(state_after(model, batch, prefix))
+    # Locate each leaf's batch axis from the same state built with one more example.
+    grown = batch.take(list(range(case.batch)) + [0])
+    axes, problems = batch_axes(state, model.to_numpy(state_after(model, grown, prefix_and_rest(grown)[0])), case.batch, case.batch + 1)
+    if problems:
+        check.fail("cannot reorder a state without a batch axis: " + "; ".join(problems))
+    order = np.concatenate([rng.permutation(case.batch), [case.batch - 1]])  # a permutation plus a repeat
+    logits, _ = model.decode(rest.take(order).tgt, model.from_numpy(take_along_batch(state, axes, order)))
+    expected = model.teacher_forced(batch.take(order))[:, prefix.tgt.shape[1] :]
+    check.close(logits, expected, f"decoding from the state reordered by {order.tolist()} vs those examples from scratch")

@@ -1,0 +1,318 @@
+"""Deliberately broken PyTorch models. Each subclasses one reference module and breaks one thing.
+
+`CASES` at the bottom lists (factory, family, contracts expected to fail): exactly those fail,
+and every other contract passes, which shows both that a contract can fail and that it does not
+fire on bugs that are not its business.
+"""
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from impls.torch import make_model
+from impls.torch.attention import MultiHeadAttention, causal_mask
+from impls.torch.bahdanau import AttentionDecoder
+from impls.torch.d2l import EncoderDecoder
+from impls.torch.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
+from impls.torch.transformer import SelfAttention, TransformerDecoder, TransformerDecoderBlock
+
+
+def broken(spec, **classes):
+    """The reference model for `spec`, with every submodule of class C re-classed to classes[C]."""
+    model = make_model(spec)
+    for module in model.modules():
+        if type(module).__name__ in classes:
+            module.__class__ = classes[type(module).__name__]
+    return model
+
+
+# --- Transformer cache and positions --------------------------------------------------------
+
+
+class PositionsFromZero(TransformerDecoder):
+    """Positions restart at 0 on every call, as in d2l's own TransformerDecoder when predicting."""
+
+    def forward(self, X, state):
+        enc_mask, cross_kv, cache = state
+        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens), start=0)
+        new_cache = []
+        for blk, past, kv in zip(self.blks, cache, cross_kv):
+            X, present = blk(X, past, kv, enc_mask)
+            new_cache.append(present)
+        return self.dense(X), (enc_mask, cross_kv, tuple(new_cache))
+
+
+def transformer_positions_from_zero(spec):
+    return broken(spec, TransformerDecoder=PositionsFromZero)
+
+
+class TopLeftMaskBlock(TransformerDecoderBlock):
+    """The causal mask forgets the cache: query i sees keys 0..i, not 0..past+i (x-transformers#187)."""
+
+    def forward(self, X, past, cross_kv, enc_mask):
+        mask = causal_mask(X.shape[1], 0, X.device)
+        mask = torch.cat([mask, torch.zeros(X.shape[1], past[0].shape[2], dtype=torch.bool)], 1)
+        Y, present = self.self_attention(X, mask, past)
+        Y = self.addnorm1(X, Y)
+        Z = self.addnorm2(Y, self.cross_attention(Y, cross_kv, enc_mask))
+        return self.addnorm3(Z, self.ffn(Z)), present
+
+
+def transformer_top_left_mask(spec):
+    return broken(spec, TransformerDecoderBlock=TopLeftMaskBlock)
+
+
+class CachedScoresOffBy1e5(SelfAttention):
+    """With a non-empty cache, attention scores are scaled by 1 + 1e-5: attention shifts by ~1e-5,
+    logits by ~1e-6. Invisible at float32 tolerances, obvious at float64 ones."""
+
+    def forward(self, X, mask, past=None):
+        if past is None or past[0].shape[2] == 0:
+            return super().forward(X, mask, past)
+        q, k, v = self.split_heads(self.W_qkv(X).unflatten(-1, (3, -1)).movedim(-2, 0)).unbind(1)
+        scale = (1 + 1e-5) / math.sqrt(q.shape[-1])
+        k, v = torch.cat((past[0], k), 2), torch.cat((past[1], v), 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return self.W_o(out.transpose(1, 2).flatten(2)), (k, v)
+
+
+def transformer_cached_attention_off_by_1e5(spec):
+    return broken(spec, SelfAttention=CachedScoresOffBy1e5)
+
+
+class NoCausalMaskBlock(TransformerDecoderBlock):
+    """The decoder's self-attention sees the whole target: teacher forcing peeks at the future."""
+
+    def forward(self, X, past, cross_kv, enc_mask):
+        Y, present = self.self_attention(X, None, past)
+        Y = self.addnorm1(X, Y)
+        Z = self.addnorm2(Y, self.cross_attention(Y, cross_kv, enc_mask))
+        return self.addnorm3(Z, self.ffn(Z)), present
+
+
+def transformer_without_causal_mask(spec):
+    return broken(spec, TransformerDecoderBlock=NoCausalMaskBlock)
+
+
+# --- Padding, batch, state ------------------------------------------------------------------
+
+
+class PaddedEncoder(Seq2SeqEncoder):
+    """d2l's encoder: runs the RNN over padding too, so the final state depends on it."""
+
+    def forward(self, X, valid_lens):
+        return self.rnn(self.embedding(X.t()))
+
+
+def gru_encoder_reads_padding(spec):
+    return broken(spec, Seq2SeqEncoder=PaddedEncoder)
+
+
+class InPlaceDecoder(Seq2SeqDecoder):
+    """Writes the new hidden state into the tensor it was given (OpenNMT-py#794's in-place copy)."""
+
+    def forward(self, X, state):
+        logits, (context, hidden_state) = super().forward(X, state)
+        state[1].copy_(hidden_state)
+        return logits, (context, state[1])
+
+
+def rnn_decoder_mutates_state(spec):
+    return broken(spec, Seq2SeqDecoder=InPlaceDecoder)
+
+
+class StateOnTheModule(AttentionDecoder):
+    """Keeps the attention memory on `self` at init_state instead of in the state it returns."""
+
+    def init_state(self, enc_outputs, enc_valid_lens):
+        memory, keys, mask, hidden_state = super().init_state(enc_outputs, enc_valid_lens)
+        self.memory = (memory, keys, mask)
+        return hidden_state
+
+    def forward(self, X, state):
+        return super().forward(X, (*self.memory, state))[0], state
+
+
+def bahdanau_state_on_module(spec):
+    return broken(spec, AttentionDecoder=StateOnTheModule)
+
+
+class BatchMeanEncoder(Seq2SeqEncoder):
+    """Normalises the embeddings by the batch mean: each example sees the others."""
+
+    def forward(self, X, valid_lens):
+        outputs, state = super().forward(X, valid_lens)
+        return outputs, state - state.mean(dim=1, keepdim=True)
+
+
+def gru_encoder_mixes_batch(spec):
+    return broken(spec, Seq2SeqEncoder=BatchMeanEncoder)
+
+
+class DetachedHandoff(Seq2SeqDecoder):
+    """init_state detaches the encoder's state: values flow, gradients stop at the handoff."""
+
+    def init_state(self, enc_all_outputs, *args):
+        return tuple(t.detach() for t in super().init_state(enc_all_outputs, *args))
+
+
+def gru_detached_handoff(spec):
+    return broken(spec, Seq2SeqDecoder=DetachedHandoff)
+
+
+class InitStateMutatesEncoderOutputs(AttentionDecoder):
+    def init_state(self, enc_outputs, enc_valid_lens):
+        outputs, hidden_state = enc_outputs
+        outputs.tanh_()  # "normalise" the memory in place
+        return super().init_state(enc_outputs, enc_valid_lens)
+
+
+def bahdanau_init_state_mutates_encoder_outputs(spec):
+    return broken(spec, AttentionDecoder=InitStateMutatesEncoderOutputs)
+
+
+class DropoutAlwaysOn(Seq2SeqDecoder):
+    """Applies dropout to the logits' inputs whatever the mode (training=True hard-coded)."""
+
+    def forward(self, X, state):
+        context, hidden_state = state
+        embs = F.dropout(self.embedding(X.t()), p=0.1, training=True)
+        outputs, hidden_state = self.rnn(torch.cat((embs, context.expand(embs.shape[0], -1, -1)), -1), hidden_state)
+        return self.dense(outputs).swapaxes(0, 1), (context, hidden_state)
+
+
+def lstm_dropout_in_eval(spec):
+    return broken(spec, Seq2SeqDecoder=DropoutAlwaysOn)
+
+
+class ClampingEmbedding(nn.Embedding):
+    """Clamps token ids into range instead of raising, as MXNet's Embedding does."""
+
+    def forward(self, X):
+        return super().forward(X.clamp(0, self.num_embeddings - 1))
+
+
+def gru_clamps_out_of_vocabulary(spec):
+    return broken(spec, Embedding=ClampingEmbedding)
+
+
+class ForwardIgnoresValidLengths(EncoderDecoder):
+    """EncoderDecoder.forward drops *args, so the encoder reads every padded step."""
+
+    def forward(self, enc_X, dec_X, *args):
+        full = torch.full((enc_X.shape[0],), enc_X.shape[1], dtype=torch.long)
+        return self.decoder(dec_X, self.decoder.init_state(self.encoder(enc_X, full), full))[0]
+
+
+def lstm_forward_ignores_valid_lengths(spec):
+    return broken(spec, EncoderDecoder=ForwardIgnoresValidLengths)
+
+
+class ShapeLeafWithoutBatch(TransformerDecoder):
+    """Keeps the positional table in the state: a leaf with no batch axis that beam search can't reorder."""
+
+    def init_state(self, enc_outputs, enc_valid_lens):
+        return (*super().init_state(enc_outputs, enc_valid_lens), self.pos_encoding.P[:8])
+
+    def forward(self, X, state):
+        logits, new_state = super().forward(X, state[:3])
+        return logits, (*new_state, state[3])
+
+
+def transformer_state_leaf_without_batch_axis(spec):
+    return broken(spec, TransformerDecoder=ShapeLeafWithoutBatch)
+
+
+class IgnoresTargetTokens(Seq2SeqDecoder):
+    """Feeds a constant token instead of the target: the decoder runs blind."""
+
+    def forward(self, X, state):
+        return super().forward(torch.zeros_like(X), state)
+
+
+def rnn_ignores_target_tokens(spec):
+    return broken(spec, Seq2SeqDecoder=IgnoresTargetTokens)
+
+
+class SqueezingDecoder(Seq2SeqDecoder):
+    """Squeezes its logits, so a batch of one loses its batch axis (B=1 -> (T, V))."""
+
+    def forward(self, X, state):
+        logits, state = super().forward(X, state)
+        return logits.squeeze(0) if logits.shape[0] == 1 else logits, state
+
+
+def gru_squeezes_batch_of_one(spec):
+    return broken(spec, Seq2SeqDecoder=SqueezingDecoder)
+
+
+class Float32Logits(Seq2SeqDecoder):
+    """Casts its logits to float32 whatever the model's dtype (a hard-coded `.float()`)."""
+
+    def forward(self, X, state):
+        logits, state = super().forward(X, state)
+        return logits.float(), state
+
+
+def gru_always_float32_logits(spec):
+    return broken(spec, Seq2SeqDecoder=Float32Logits)
+
+
+class EncoderReturnsTable(Seq2SeqEncoder):
+    """Returns its embedding table beside its outputs: an encoder output with no batch axis."""
+
+    def forward(self, X, valid_lens):
+        return (*super().forward(X, valid_lens), self.embedding.weight)
+
+
+class DecoderSkipsTable(Seq2SeqDecoder):
+    def init_state(self, enc_all_outputs, *args):
+        return super().init_state(enc_all_outputs[:2], *args)
+
+
+def lstm_encoder_output_without_batch_axis(spec):
+    return broken(spec, Seq2SeqEncoder=EncoderReturnsTable, Seq2SeqDecoder=DecoderSkipsTable)
+
+
+AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
+CACHE_BUG = AUTOREGRESSIVE | {"reordered_state_decodes_reordered_examples"}
+PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}
+# Every contract that runs a batch of one (an example decoded alone is one too).
+BATCH_OF_ONE = AUTOREGRESSIVE | {
+    "logits_shape", "state_leaves_have_batch_axis", "forward_chains_encoder_and_decoder", "outputs_depend_on_source",
+    "init_state_keeps_encoder_outputs", "decode_twice_from_same_state", "decode_does_not_mutate_state",
+    "eval_calls_agree_exactly", "extra_padding_changes_nothing", "example_alone_equals_example_in_batch"}
+OUT_OF_VOCABULARY = {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}
+
+CASES = [
+    ("gru_squeezes_batch_of_one", "gru", BATCH_OF_ONE),
+    ("gru_always_float32_logits", "gru", {"logits_dtype_follows_spec"}),  # the rest run at float32 tolerances
+    ("lstm_encoder_output_without_batch_axis", "lstm", {"encoder_outputs_have_batch_axis"}),
+    ("transformer_positions_from_zero", "transformer", CACHE_BUG),
+    ("transformer_top_left_mask", "transformer", CACHE_BUG),
+    ("transformer_cached_attention_off_by_1e5", "transformer", CACHE_BUG),
+    ("transformer_without_causal_mask", "transformer", CACHE_BUG | {
+        "future_tokens_do_not_change_past_logits", "future_tokens_do_not_change_past_gradients"}),
+    ("transformer_state_leaf_without_batch_axis", "transformer", {
+        "state_leaves_have_batch_axis", "reordered_state_decodes_reordered_examples"}),
+    ("gru_encoder_reads_padding", "gru", PADDING),
+    ("gru_encoder_mixes_batch", "gru", {
+        "example_alone_equals_example_in_batch", "reordered_state_decodes_reordered_examples",
+        "outputs_depend_on_source"}),  # with one example, subtracting the batch mean erases the source
+    ("gru_detached_handoff", "gru", {"encoder_gradient_through_state"}),
+    ("gru_clamps_out_of_vocabulary", "gru", OUT_OF_VOCABULARY),
+    ("rnn_decoder_mutates_state", "rnn", CACHE_BUG | {
+        "decode_does_not_mutate_state", "decode_twice_from_same_state", "init_state_keeps_encoder_outputs",
+        # autograd refuses the in-place write
+        "encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}),
+    ("rnn_ignores_target_tokens", "rnn", {
+        "changed_token_changes_its_own_logits", "out_of_vocabulary_target_raises"}),
+    ("bahdanau_state_on_module", "bahdanau", CACHE_BUG),
+    ("bahdanau_init_state_mutates_encoder_outputs", "bahdanau", {"init_state_keeps_encoder_outputs"}),
+    ("lstm_forward_ignores_valid_lengths", "lstm", {"forward_chains_encoder_and_decoder"}),
+    ("lstm_dropout_in_eval", "lstm", CACHE_BUG | PADDING | {  # randomness breaks every comparison
+        "eval_calls_agree_exactly", "decode_twice_from_same_state", "example_alone_equals_example_in_batch",
+        "forward_chains_encoder_and_decoder", "encoder_gradient_through_state",
+        "future_tokens_do_not_change_past_logits", "future_tokens_do_not_change_past_gradients"}),
+]

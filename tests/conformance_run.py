@@ -1,0 +1,31 @@
+"""Running the conformance plugin inside a test, as a user would, and reading its report."""
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class Run:
+    outcome: object  # pytester.RunResult
+    report: dict
+    output: str
+
+    def contracts(self, *outcomes) -> set[str]:
+        return {m["contract"] for m in self.report["matrix"] if m["outcome"] in outcomes}
+
+    @property
+    def failed(self) -> set[str]:
+        return self.contracts("failed", "error")
+
+    def messages(self) -> list[str]:
+        return [r["message"] for r in self.report["results"] if r["outcome"] in ("failed", "error")]
+
+
+def run_conformance(pytester, impl: str, *args: str) -> Run:
+    """`pytest --pyargs conformance --impl=IMPL ARGS` from a scratch directory, in this process."""
+    report = pytester.path / "report"
+    outcome = pytester.runpytest(
+        "--pyargs", "conformance", f"--impl={impl}", f"--conformance-report={report}",
+        "-p", "no:cacheprovider", "-q", *args,
+    )
+    parsed = json.loads(report.with_suffix(".json").read_text()) if report.with_suffix(".json").exists() else {}
+    return Run(outcome, parsed, outcome.stdout.str() + outcome.stderr.str())

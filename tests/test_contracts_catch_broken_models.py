@@ -1,0 +1,46 @@
+"""Every contract can fail: deliberately broken models are caught by exactly the contracts that should
+catch them, and the reference implementations pass every contract."""
+import importlib
+import pathlib
+import re
+
+import pytest
+
+from tests.conformance_run import run_conformance
+
+BROKEN_MODULES = ["tests.broken.torch_models"]
+
+
+def all_contracts() -> set[str]:
+    """Every `def test_...` in the shipped contract modules, without the prefix."""
+    root = pathlib.Path(importlib.import_module("conformance").__file__).parent
+    return {name for path in root.glob("test_*.py") for name in re.findall(r"^def test_(\w+)", path.read_text(), re.M)}
+
+
+def broken_cases():
+    for module_name in BROKEN_MODULES:
+        module = importlib.import_module(module_name)
+        for factory, family, expected in module.CASES:
+            yield pytest.param(f"{module_name}:{factory}", family, expected, id=factory)
+
+
+@pytest.mark.parametrize("impl, family, expected", broken_cases())
+def test_broken_model_fails_exactly_the_expected_contracts(pytester, impl, family, expected):
+    run = run_conformance(pytester, impl, f"--family={family}")
+    assert run.failed == expected, (
+        f"{impl} ({family}): failed {sorted(run.failed)}, expected {sorted(expected)}\n" + "\n".join(run.messages())
+    )
+    assert "Traceback" not in run.output, "a contract failure printed a traceback instead of one line"
+
+
+def test_every_contract_is_caught_by_some_broken_model():
+    caught = set().union(*(expected for *_, expected in (p.values for p in broken_cases())))
+    assert all_contracts() - caught == set(), f"contracts no broken model trips: {sorted(all_contracts() - caught)}"
+
+
+@pytest.mark.parametrize("impl", ["torch"])
+def test_reference_passes_every_contract_for_every_family(pytester, impl):
+    run = run_conformance(pytester, impl)
+    assert run.outcome.ret == 0, "\n".join(run.messages())
+    assert run.contracts("failed", "error", "skipped") == set()
+    assert len(run.report["matrix"]) == len(all_contracts()) * 6, "every contract x family has a verdict"
