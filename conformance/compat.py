@@ -5,7 +5,7 @@ def import_mxnet():
     """MXNet 1.9.1 still uses `np.bool`, removed in numpy 1.24: alias it before the import."""
     import numpy as np
 
-    if not hasattr(np, "bool"):
+    if "bool" not in np.__dict__:  # hasattr() would itself warn about the removed alias
         np.bool = bool
     import mxnet
 

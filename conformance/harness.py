@@ -33,7 +33,10 @@ class BadOutput(ConformanceError):
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if lines and "Traceback (most recent call last)" in lines[0]:
+        lines = lines[-1:]  # MXNet puts its C++ stack in the message; the reason is the last line
+    text = " ".join(" ".join(lines).split()) or "(no message)"
     return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 

@@ -5,8 +5,11 @@ affects, so a bad `--impl` costs its own rows of the report and nothing else.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import signal
+import threading
 from typing import Callable
 
 import numpy as np
@@ -44,6 +47,25 @@ def resolve(name: str) -> Impl:
     if not callable(factory):
         return Impl(name, target, error=f"{module_name!r} has no callable {attr!r}")
     return Impl(name, target, factory)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Raise TimeoutError in the main thread after `seconds`: a factory can hang before any test runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError(f"did not finish within {seconds:g}s (--conformance-timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclasses.dataclass
@@ -89,25 +111,33 @@ def smoke_test(model: CheckedModel) -> str:
 class ModelCache:
     """One model per (impl, family, dtype) for the whole session; contracts must leave it as found."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, timeout: float):
         self.seed = seed
+        self.timeout = timeout  # for each build and each smoke test
         self._built: dict[tuple, CheckedModel | Declined | Broken] = {}
 
     def get(self, impl: Impl, family: str, dtype: str):
         key = (impl.name, family, dtype)
         if key not in self._built:
-            self._built[key] = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed))
+            with deadline(self.timeout):
+                self._built[key] = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed))
         return self._built[key]
+
+    def smoke_test(self, model) -> str:
+        if not isinstance(model, CheckedModel):
+            return model.reason
+        with deadline(self.timeout):
+            return smoke_test(model)
 
     def precise(self, impl: Impl, family: str):
         """float64 where the implementation can run it, float32 (with a note saying why) otherwise."""
         key = (impl.name, family, "precise")
         if key not in self._built:
             model = self.get(impl, family, "float64")
-            problem = smoke_test(model) if isinstance(model, CheckedModel) else model.reason
+            problem = self.smoke_test(model)
             if problem:
                 fallback = self.get(impl, family, "float32")
-                if isinstance(fallback, CheckedModel) and not smoke_test(fallback):
+                if isinstance(fallback, CheckedModel) and not self.smoke_test(fallback):
                     fallback.note = f"float64 unavailable ({problem}); float32 tolerances apply"
                     model = fallback
             self._built[key] = model

@@ -35,7 +35,7 @@ class ConformanceSession:
         self.seed = opt("conformance_seed")
         self.timeout = opt("conformance_timeout")
         self.report_path = opt("conformance_report")
-        self.models = loading.ModelCache(self.seed)
+        self.models = loading.ModelCache(self.seed, self.timeout)
         self.report = Report(self.seed)
         for impl in self.impls:
             self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
@@ -56,6 +56,14 @@ class ConformanceSession:
         if dtype is None:
             self.note_model(built)
         return built
+
+    def describe(self, impl: loading.Impl) -> None:
+        """Build the first family's model now, so the header can name backend, version and device."""
+        if impl.error:
+            return
+        built = self.models.precise(impl, self.families[0])
+        if isinstance(built, harness.CheckedModel):
+            self.note_model(built)
 
     def note_model(self, model: harness.CheckedModel) -> None:
         info = self.report.impls[model.impl_name]
@@ -106,10 +114,10 @@ def pytest_report_header(config):
     session = session_of(config)
     if session is None:
         return None
-    lines = [f"conformance: seed {session.seed}, per-contract timeout {session.timeout:g}s, families {', '.join(session.families)}"]
     for impl in session.impls:
-        lines.append(f"  --impl={impl.name}: {impl.target}" + (f"  [cannot load: {impl.error}]" if impl.error else ""))
-    return lines
+        session.describe(impl)
+    lines = [f"conformance: seed {session.seed}, per-contract timeout {session.timeout:g}s, families {', '.join(session.families)}"]
+    return lines + ["  " + line for line in session.report.header_lines()[1:]]
 
 
 def pytest_generate_tests(metafunc):
@@ -120,6 +128,7 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("model", combos, indirect=True, ids=[f"{i}-{f}" for i, f in combos])
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m selection, so the items added here stay
 def pytest_collection_modifyitems(session, config, items):
     contracts = [item for item in items if is_contract(item)]
     state = session_of(config)
@@ -127,6 +136,16 @@ def pytest_collection_modifyitems(session, config, items):
         pytest.exit("no implementation chosen: pass --impl=torch (or tensorflow, mxnet, module:factory)", returncode=4)
     if state is None:
         return
+    unloadable = {impl.name: impl for impl in state.impls if impl.error}
+    if unloadable:
+        # One line per implementation that cannot load, instead of one per contract it would have run.
+        dropped = [item for item in contracts if item.callspec.params["model"][0] in unloadable]
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped] + [
+            ImplementationUnavailable.from_parent(session, name=f"--impl={impl.name}", message=impl.error)
+            for impl in unloadable.values()
+        ]
+        contracts = [item for item in contracts if item not in dropped]
     for item in contracts:
         # signal method: a hanging model fails its contract and the run goes on.
         item.add_marker(pytest.mark.timeout(state.timeout, method="signal"))
@@ -136,6 +155,35 @@ def pytest_collection_modifyitems(session, config, items):
     for id_ in state.xfail_ids:
         if id_ not in state.xfail_matched:
             config.issue_config_time_warning(pytest.PytestWarning(f"--xfails-file id matches no test: {id_}"), 2)
+
+
+class ImplementationUnavailable(pytest.Item):
+    """Stands for every contract of an --impl that cannot be loaded, and fails with the reason."""
+
+    def __init__(self, *, message: str, **kwargs):
+        super().__init__(**kwargs)
+        self.message = message
+
+    def runtest(self):
+        raise harness.ConformanceError(f"{self.name}: {self.message}")
+
+    def repr_failure(self, excinfo):
+        return str(excinfo.value)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def pytest_collection_finish(session):
+    """Build every model the collected contracts need, once, before any runs: a factory that hangs
+    or raises is then stopped by its own deadline and costs one wait, not one per contract."""
+    state = session_of(session.config)
+    if state is None or session.config.option.collectonly:
+        return
+    for impl_name, family in dict.fromkeys(i.callspec.params["model"] for i in session.items if is_contract(i)):
+        built = state.models.precise(state.impl(impl_name), family)
+        if isinstance(built, harness.CheckedModel):
+            state.note_model(built)
 
 
 def matches(id_: str, nodeid: str) -> bool:
@@ -231,7 +279,7 @@ def result_of(item, report) -> Result:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = session_of(config)
-    if session is None or not session.report.results:
+    if session is None or not session.impls:
         return
     tw = terminalreporter._tw
     terminalreporter.section("conformance report")

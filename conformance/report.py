@@ -67,11 +67,22 @@ class Report:
             out[outcome] += 1
         return out
 
-    def columns(self) -> list[tuple[str, str]]:
-        return list(dict.fromkeys((r.impl, r.family) for r in self.results))
+    def impl_names(self) -> list[str]:
+        return list(dict.fromkeys(r.impl for r in self.results))
+
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(r.family for r in self.results))
 
     def rows(self) -> list[tuple[str, str]]:
         return list(dict.fromkeys((r.area, r.contract) for r in self.results))
+
+    def cell(self, cells, family: str, area: str, contract: str) -> list[str]:
+        """One outcome per implementation, in --impl order ('' where it did not run)."""
+        return [cells.get((impl, family, area, contract), "") for impl in self.impl_names()]
+
+    def legend(self) -> str:
+        counts = "  ".join(f"{GLYPH[k]} {k}: {v}" for k, v in self.counts().items() if v)
+        return f"{counts}   (one mark per implementation in each cell: {', '.join(self.impl_names())})"
 
     def header_lines(self) -> list[str]:
         lines = [f"seed {self.seed}; python {platform.python_version()} on {platform.platform()}"]
@@ -89,25 +100,24 @@ class Report:
     # Terminal
     def render_terminal(self, width: int, color: bool) -> str:
         cells = self.cells()
-        table = Table(title="Conformance matrix", title_justify="left", show_lines=False, pad_edge=False)
+        table = Table(title="Conformance matrix: contract x family", title_justify="left", pad_edge=False)
         table.add_column("area", style="dim")
         table.add_column("contract")
-        for impl, family in self.columns():
-            table.add_column(f"{impl}\n{family}", justify="center")
+        for family in self.families():
+            table.add_column(family, justify="center")
         previous_area = None
         for area, contract in self.rows():
             row = [area if area != previous_area else "", contract]
             previous_area = area
-            for impl, family in self.columns():
-                outcome = cells.get((impl, family, area, contract))
-                row.append(f"[{STYLE[outcome]}]{GLYPH[outcome]}[/]" if outcome else "")
+            for family in self.families():
+                row.append("".join(f"[{STYLE[o]}]{GLYPH[o]}[/]" if o else " " for o in self.cell(cells, family, area, contract)))
             table.add_row(*row)
         buf = io.StringIO()
         console = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
         for line in self.header_lines():
-            console.print(line, markup=False)
+            console.print(line, markup=False, soft_wrap=True)
         console.print(table)
-        console.print("  ".join(f"{GLYPH[k]} {k}: {v}" for k, v in self.counts().items() if v) + "  (cells: impl x family x contract)")
+        console.print(self.legend(), markup=False)
         return buf.getvalue()
 
     # Files
@@ -130,15 +140,14 @@ class Report:
 
     def render_markdown(self) -> str:
         cells = self.cells()
-        columns = self.columns()
+        families = self.families()
         lines = ["# Conformance report", ""]
         lines += [f"- {line}" for line in self.header_lines()]
-        lines += ["", "| area | contract | " + " | ".join(f"{i} {f}" for i, f in columns) + " |"]
-        lines.append("|---|---|" + "---|" * len(columns))
+        lines += ["", "| area | contract | " + " | ".join(families) + " |", "|---|---|" + "---|" * len(families)]
         for area, contract in self.rows():
-            marks = [GLYPH.get(cells.get((i, f, area, contract), ""), "") for i, f in columns]
+            marks = ["".join(GLYPH.get(o, " ") for o in self.cell(cells, f, area, contract)) for f in families]
             lines.append(f"| {area} | {contract} | " + " | ".join(marks) + " |")
-        lines += ["", "  ".join(f"{GLYPH[k]} {k}: {v}" for k, v in self.counts().items() if v), ""]
+        lines += ["", self.legend(), ""]
         failures = [r for r in self.results if r.outcome in ("failed", "error")]
         if failures:
             lines += ["## Failures", ""]

@@ -18,9 +18,12 @@ It cannot see bugs whose effect is smaller than ~1e-5: the report marks such run
 CLOSE = {"float64": 1e-10, "float32": 1e-5}
 
 # Gradient check by central differences, (L(w + h d) - L(w - h d)) / 2h against grad . d.
-# Truncation error is O(h^2), rounding error O(eps / h): h balances the two; the tolerance is
-# relative to |grad . d| and sits well above both (float64: ~1e-10 + 1e-12; float32: ~1e-4 + 1e-6).
+# Truncation error is O(h^2), rounding error ~eps |L| / h, which the contract adds to the bound.
+# The step is small because ReLU kinks are piecewise: a kink inside [-h, h] biases the quotient
+# by about half the slope jump (~1e-5 relative was measured once at h=1e-6 in float64). The chance
+# of one lying in the step is proportional to h, and the contract also compares the quotients at
+# h and h/2, which a kink makes disagree, and then draws another direction.
 FINITE_DIFFERENCE = {
-    "float64": {"step": 1e-6, "tolerance": 1e-6},
-    "float32": {"step": 1e-3, "tolerance": 5e-2},
+    "float64": {"step": 1e-7, "tolerance": 1e-6, "attempts": 3},
+    "float32": {"step": 1e-3, "tolerance": 5e-2, "attempts": 3},  # float32 sees kinks; its bound absorbs them
 }

@@ -1,6 +1,9 @@
 """Running the conformance plugin inside a test, as a user would, and reading its report."""
 import dataclasses
+import importlib.util
 import json
+
+import pytest
 
 
 @dataclasses.dataclass
@@ -29,3 +32,12 @@ def run_conformance(pytester, impl: str, *args: str) -> Run:
     )
     parsed = json.loads(report.with_suffix(".json").read_text()) if report.with_suffix(".json").exists() else {}
     return Run(outcome, parsed, outcome.stdout.str() + outcome.stderr.str())
+
+
+BACKENDS = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}  # --impl name: module
+
+
+def backend_param(name: str, *values, id=None):
+    """pytest.param that skips, saying why, where the backend's framework is not installed."""
+    missing = importlib.util.find_spec(BACKENDS[name]) is None
+    return pytest.param(*values, id=id or name, marks=pytest.mark.skipif(missing, reason=f"{BACKENDS[name]} is not installed"))

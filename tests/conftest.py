@@ -1,7 +1,15 @@
-import pytest
+import importlib.util
+
+from conformance.compat import import_mxnet
 
 # Frameworks are imported once, before pytester's in-process runs snapshot sys.modules:
-# re-importing torch inside a run would fail.
-import torch  # noqa: F401
+# re-importing one inside a run (torch, TensorFlow) fails.
+if importlib.util.find_spec("torch"):
+    import torch  # noqa: F401
+if importlib.util.find_spec("tensorflow"):
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+if importlib.util.find_spec("mxnet"):
+    import_mxnet()
 
 pytest_plugins = ["pytester"]

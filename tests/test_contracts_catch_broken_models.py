@@ -1,14 +1,13 @@
 """Every contract can fail: deliberately broken models are caught by exactly the contracts that should
 catch them, and the reference implementations pass every contract."""
 import importlib
+import importlib.util
 import pathlib
 import re
 
 import pytest
 
-from tests.conformance_run import run_conformance
-
-BROKEN_MODULES = ["tests.broken.torch_models"]
+from tests.conformance_run import BACKENDS, backend_param, run_conformance
 
 
 def all_contracts() -> set[str]:
@@ -18,10 +17,14 @@ def all_contracts() -> set[str]:
 
 
 def broken_cases():
-    for module_name in BROKEN_MODULES:
-        module = importlib.import_module(module_name)
-        for factory, family, expected in module.CASES:
-            yield pytest.param(f"{module_name}:{factory}", family, expected, id=factory)
+    """(impl, family, expected failures) for every broken model of every installed backend."""
+    for backend in BACKENDS:
+        module_name = f"tests.broken.{backend}_models"
+        if importlib.util.find_spec(BACKENDS[backend]) is None:
+            yield backend_param(backend, None, None, set(), id=f"{backend}-not-installed")
+            continue
+        for factory, family, expected in importlib.import_module(module_name).CASES:
+            yield pytest.param(f"{module_name}:{factory}", family, expected, id=f"{backend}-{factory}")
 
 
 @pytest.mark.parametrize("impl, family, expected", broken_cases())
@@ -38,7 +41,7 @@ def test_every_contract_is_caught_by_some_broken_model():
     assert all_contracts() - caught == set(), f"contracts no broken model trips: {sorted(all_contracts() - caught)}"
 
 
-@pytest.mark.parametrize("impl", ["torch"])
+@pytest.mark.parametrize("impl", [backend_param(name, name) for name in BACKENDS])
 def test_reference_passes_every_contract_for_every_family(pytester, impl):
     run = run_conformance(pytester, impl)
     assert run.outcome.ret == 0, "\n".join(run.messages())

@@ -1,0 +1,114 @@
+"""MXNet: a `gluon.Block` with `.encoder` and `.decoder` (d2l's EncoderDecoder), numpy interface."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..compat import import_mxnet
+from ..spec import Unsupported
+from ..trees import tree_map
+
+mx = import_mxnet()
+from mxnet import autograd, gluon  # noqa: E402
+
+DTYPES = ("float32", "float64")
+
+
+def accepts(obj) -> bool:
+    return isinstance(obj, gluon.Block)
+
+
+def seed(n: int) -> None:
+    mx.random.seed(n)
+
+
+def wrap(model, spec):
+    return MXNetAdapter(model, spec)
+
+
+def trainable(block) -> dict:
+    """Parameters by their path in the block tree (`blks.0.ffn.1.weight`): unlike `collect_params`
+    names, these do not depend on how many blocks the process created before."""
+    return {name: p for name, p in block._collect_params_with_prefix().items() if p.grad_req != "null"}
+
+
+class MXNetAdapter:
+    backend = "mxnet"
+    framework_version = mx.__version__
+
+    def __init__(self, model: gluon.Block, spec):
+        for part in ("encoder", "decoder"):
+            if not isinstance(getattr(model, part, None), gluon.Block):
+                raise TypeError(f"a d2l EncoderDecoder has a `.{part}` block; {type(model).__name__} has none")
+        if spec.dtype not in DTYPES:
+            raise Unsupported(f"dtype {spec.dtype!r}")
+        self.model, self.dtype = model, spec.dtype
+        self.params = {part: trainable(getattr(model, part)) for part in ("encoder", "decoder")}
+        every = [p for named in self.params.values() for p in named.values()]
+        if any(np.dtype(p.dtype) != np.dtype(spec.dtype) for p in every):
+            # A factory that ignores spec.dtype still gets the precision the contracts asked for.
+            model.cast(spec.dtype)
+            if any(np.dtype(p.dtype) != np.dtype(spec.dtype) for p in every):
+                raise Unsupported(f"the model could not be cast to {spec.dtype}")
+        self.ctx = every[0].list_ctx()[0] if every else mx.cpu()
+        self.device = "cpu" if self.ctx.device_type == "cpu" else f"cuda:{self.ctx.device_id}"
+        self.np = mx.np if mx.util.is_np_array() else mx.nd  # the array API the model was built for
+
+    def _array(self, a, dtype=None):
+        a = np.asarray(a)
+        return self.np.array(a, dtype=dtype or a.dtype, ctx=self.ctx)
+
+    def _tokens(self, a):
+        return self._array(a, "int64")
+
+    def _numpy(self, tree):
+        return tree_map(lambda x: x.asnumpy() if isinstance(x, mx.nd.NDArray) else x, tree)
+
+    def encode(self, src, src_valid_len):
+        with autograd.pause():  # inference: not recorded, dropout off
+            return self.model.encoder(self._tokens(src), self._tokens(src_valid_len))
+
+    def init_state(self, enc_outputs, src_valid_len):
+        with autograd.pause():
+            return self.model.decoder.init_state(enc_outputs, self._tokens(src_valid_len))
+
+    def decode(self, tgt, state):
+        with autograd.pause():
+            logits, state = self.model.decoder(self._tokens(tgt), state)
+        return self._numpy(logits), state
+
+    def _forward(self, src, tgt, src_valid_len):
+        out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
+        return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
+
+    def forward(self, src, tgt, src_valid_len):
+        with autograd.pause():
+            return self._numpy(self._forward(src, tgt, src_valid_len))
+
+    def to_numpy(self, tree):
+        return self._numpy(tree)
+
+    def from_numpy(self, tree):
+        return tree_map(lambda x: self._array(x) if isinstance(x, np.ndarray) else x, tree)
+
+    def gradients(self, src, tgt, src_valid_len, cotangent):
+        every = [p for named in self.params.values() for p in named.values()]
+        for p in every:
+            # grad_req="write" leaves a parameter the graph never reached untouched, so zero first;
+            # not with Parameter.zero_grad, which calls a legacy operator that rejects numpy arrays.
+            for grad in p.list_grad():
+                grad[:] = 0
+        # MXNet only differentiates what ran inside record(); train_mode=False keeps dropout off.
+        with autograd.record(train_mode=False):
+            logits = self._forward(src, tgt, src_valid_len)
+            loss = (logits * self._array(cotangent, logits.dtype)).sum()
+        loss.backward()
+        return {part: {name: p.grad().asnumpy() for name, p in named.items()} for part, named in self.params.items()}
+
+    def get_weights(self):
+        return {part: {name: p.data().asnumpy() for name, p in named.items()} for part, named in self.params.items()}
+
+    def set_weights(self, weights):
+        for part, named in weights.items():
+            for name, value in named.items():
+                param = self.params[part][name]
+                param.set_data(self._array(value, param.dtype))

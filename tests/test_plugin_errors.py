@@ -1,0 +1,126 @@
+"""Bad input gets one clear line, and the rest of the run completes with its report written."""
+import pytest
+
+from tests.conformance_run import run_conformance
+
+FAULTY = "tests.broken.faulty"
+
+
+def assert_one_line_failures(run, expected_text):
+    assert run.messages(), "expected failures"
+    for message in run.messages():
+        assert expected_text in message, message
+    assert "Traceback" not in run.output
+
+
+def test_unknown_impl_name_fails_once_and_other_impls_still_run(pytester):
+    run = run_conformance(pytester, "torch,nosuch", "--family=gru", "-k", "stepwise")
+    assert run.outcome.ret == 1
+    run.outcome.stdout.fnmatch_lines(["FAILED *--impl=nosuch - --impl=nosuch: unknown implementation 'nosuch'*"])
+    assert run.contracts("passed") == {"stepwise_equals_teacher_forced"}, "torch's contracts still ran"
+    assert [i["error"] for i in run.report["implementations"] if i["name"] == "nosuch"][0].startswith("unknown implementation")
+    assert "Traceback" not in run.output
+
+
+def test_impl_module_that_does_not_import(pytester):
+    run = run_conformance(pytester, "no_such_package.models:make_model", "--family=gru")
+    assert run.outcome.ret == 1
+    run.outcome.stdout.fnmatch_lines(["*cannot import 'no_such_package.models': ModuleNotFoundError*"])
+    assert run.report["implementations"][0]["error"]
+    assert "Traceback" not in run.output
+
+
+def test_impl_attribute_that_is_missing(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:no_such_factory", "--family=gru")
+    run.outcome.stdout.fnmatch_lines(["*has no callable 'no_such_factory'*"])
+
+
+def test_factory_that_raises(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:factory_raises", "--family=gru", "-k", "stepwise or logits_shape")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, "raised ValueError: checkpoint weights.safetensors not found")
+    assert run.contracts("error") == {"stepwise_equals_teacher_forced", "logits_shape"}
+
+
+def test_factory_that_returns_no_model(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:returns_a_string", "--family=gru", "-k", "stepwise")
+    assert_one_line_failures(run, "neither a conformance.Seq2SeqAdapter nor")
+
+
+@pytest.mark.parametrize(
+    "factory, text",
+    [
+        ("nan_logits", "NaN and 0 infinite logits"),
+        ("time_major_logits", "but should be (batch, steps, tgt_vocab)"),
+        ("integer_logits", "should return a floating array"),
+    ],
+)
+def test_bad_logits_fail_every_contract_with_one_line(pytester, factory, text):
+    run = run_conformance(pytester, f"{FAULTY}:{factory}", "--family=gru", "-k", "stepwise or padding or determinism")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, text)
+    assert run.contracts("failed") == {
+        "stepwise_equals_teacher_forced", "extra_padding_changes_nothing",
+        "garbage_beyond_valid_length_changes_nothing", "eval_calls_agree_exactly",
+    }
+
+
+def test_hanging_model_times_out_and_the_run_goes_on(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:hangs_in_decoder", "--family=gru", "--conformance-timeout=3",
+                          "-k", "stepwise and (B1 or B3)")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, "did not finish within 3s (--conformance-timeout)")
+    assert len(run.report["results"]) == 2, "both contracts ran and were reported"
+
+
+def test_factory_that_hangs_is_stopped_before_any_contract(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:hangs_in_factory", "--family=gru", "--conformance-timeout=2", "-k", "stepwise")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, "raised TimeoutError: did not finish within 2s")
+    assert run.outcome.duration < 30, "the factory is given up on once, not once per contract"
+
+
+def test_declined_family_is_skipped_with_the_reason(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:declines_transformer", "--family=gru,transformer", "-k", "stepwise", "-rs")
+    assert run.outcome.ret == 0
+    run.outcome.stdout.fnmatch_lines(["SKIPPED*declined transformer/float64: this port has no Transformer yet*"])
+    outcomes = {(m["family"], m["outcome"]) for m in run.report["matrix"]}
+    assert outcomes == {("gru", "passed"), ("transformer", "skipped")}
+
+
+def test_own_adapter_object_passes_every_contract(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:own_adapter", "--family=transformer")
+    assert run.outcome.ret == 0, "\n".join(run.messages())
+    assert run.contracts("failed", "error", "skipped") == set()
+    assert run.report["implementations"][0]["backend"] == "custom"
+
+
+def test_no_impl_is_a_usage_error(pytester):
+    outcome = pytester.runpytest("--pyargs", "conformance", "-p", "no:cacheprovider")
+    assert outcome.ret == 4
+    outcome.stdout.fnmatch_lines(["*no implementation chosen: pass --impl=torch*"])
+
+
+def test_report_is_written_as_json_and_markdown_with_the_header(pytester):
+    run = run_conformance(pytester, "torch", "--family=lstm", "-k", "determinism", "-v")  # -v: the header shows
+    impl = run.report["implementations"][0]
+    assert (impl["backend"], impl["device"], impl["dtypes"]) == ("torch", "cpu", {"lstm": "float64"})
+    assert impl["framework_version"].startswith("2.")
+    markdown = (pytester.path / "report.md").read_text()
+    assert "| determinism | eval_calls_agree_exactly | ✓ |" in markdown
+    run.outcome.stdout.fnmatch_lines(["conformance: seed 0*", "*backend torch 2.*, device cpu; lstm float64*"])
+
+
+def test_xfails_file_marks_known_failures_and_warns_about_unmatched_ids(pytester):
+    xfails = pytester.makefile(".txt", xfails="""
+        # known: this port clamps out-of-range ids
+        test_errors.py::test_out_of_vocabulary_source_raises
+        test_errors.py::test_out_of_vocabulary_target_raises[tests.broken.torch_models:gru_clamps_out_of_vocabulary-gru-vocab_size]
+        test_errors.py::test_no_such_contract
+    """)
+    run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary", "--family=gru",
+                          "-k", "raises", f"--xfails-file={xfails}")
+    outcomes = {(r["contract"], r["case"] or r["nodeid"].rsplit("-", 1)[-1], r["outcome"]) for r in run.report["results"]}
+    assert {o for *_, o in outcomes} == {"xfailed", "failed"}
+    assert run.contracts("failed") == {"out_of_vocabulary_target_raises"}, "only the listed target case is xfailed"
+    run.outcome.stdout.fnmatch_lines(["*--xfails-file id matches no test: test_errors.py::test_no_such_contract*"])
