@@ -1,33 +1,47 @@
 """Clear failures: an out-of-vocabulary token id raises instead of returning numbers."""
+import numpy as np
 import pytest
 
 from conformance.harness import ModelRaised
 from conformance.inputs import CASES, random_batch
 
 
-def raises(check, model, batch, what):
+def with_token(batch, side, token):
+    tokens = getattr(batch, side).copy()
+    tokens[0, 0] = token
+    return batch.with_src(tokens) if side == "src" else batch.with_tgt(tokens)
+
+
+def what_it_did_instead(model, batch, side, token, vocab, logits):
+    """Name the silent substitute (some frameworks clip or wrap ids) by matching the logits it gave."""
+    clipped = int(np.clip(token, 0, vocab - 1))
+    if np.array_equal(model.teacher_forced(with_token(batch, side, (clipped + 1) % vocab)), logits):
+        return "ignored it (the logits do not depend on the id at that position)"
+    for how, substitute in {"clipped it to": clipped, "wrapped it to": token % vocab}.items():
+        if np.array_equal(model.teacher_forced(with_token(batch, side, substitute)), logits):
+            return f"{how} {substitute}"
+    return "used some row that is no token's (a zero or arbitrary embedding)"
+
+
+def check_raises(model, check, rng, side, where):
+    batch = random_batch(rng, model.spec, CASES[1])
+    vocab = model.spec.src_vocab if side == "src" else model.spec.tgt_vocab
+    token = vocab if where == "vocab_size" else -1
     try:
-        model.teacher_forced(batch)
+        logits = model.teacher_forced(with_token(batch, side, token))
     except ModelRaised:
         return
-    check.fail(f"{what} gave logits instead of raising an error")
+    did = what_it_did_instead(model, batch, side, token, vocab, logits)
+    check.fail(f"{side} token id {token} ({side}_vocab={vocab}) gave logits instead of raising: the model silently {did}")
 
 
 @pytest.mark.parametrize("where", ["vocab_size", "negative"])
 def test_out_of_vocabulary_source_raises(model, check, rng, where):
     """A source token id outside [0, src_vocab) raises (a silent clip or zero row would hide data bugs)."""
-    batch = random_batch(rng, model.spec, CASES[1])
-    token = model.spec.src_vocab if where == "vocab_size" else -1
-    src = batch.src.copy()
-    src[0, 0] = token
-    raises(check, model, batch.with_src(src), f"source token id {token} (src_vocab={model.spec.src_vocab})")
+    check_raises(model, check, rng, "src", where)
 
 
 @pytest.mark.parametrize("where", ["vocab_size", "negative"])
 def test_out_of_vocabulary_target_raises(model, check, rng, where):
     """A target token id outside [0, tgt_vocab) raises."""
-    batch = random_batch(rng, model.spec, CASES[1])
-    token = model.spec.tgt_vocab if where == "vocab_size" else -1
-    tgt = batch.tgt.copy()
-    tgt[0, 0] = token
-    raises(check, model, batch.with_tgt(tgt), f"target token id {token} (tgt_vocab={model.spec.tgt_vocab})")
+    check_raises(model, check, rng, "tgt", where)

@@ -33,13 +33,31 @@ def test_init_state_keeps_encoder_outputs(model, check, rng, case):
     check.trees_identical(model.to_numpy(enc), before, "encoder outputs after init_state and decoding")
 
 
+def settled_slope(slope, draw_direction, steps, tolerance, noise_at, directions):
+    """A central difference quotient that agrees with itself at half the step.
+
+    A ReLU kink inside [-h, h] makes the quotients at h and h/2 disagree: then the step shrinks
+    along the same direction, then another direction is drawn. Returns (direction, slope, noise)
+    or (None, None, None) and what was tried.
+    """
+    tried = []
+    for _ in range(directions):
+        direction = draw_direction()
+        for h in steps:
+            coarse, fine = slope(direction, h), slope(direction, h / 2)
+            if abs(coarse - fine) <= tolerance * abs(fine) + noise_at(h / 2):
+                return (direction, fine, noise_at(h / 2)), tried
+            tried.append(f"{coarse:.8g} at h={h:g} vs {fine:.8g} at h={h / 2:g}")
+    return (None, None, None), tried
+
+
 def test_encoder_gradient_through_state(model, check, rng):
     """d/dh L(w_enc + h d) at 0 == grad_enc L . d: gradients reach the encoder through the state,
     checked against central finite differences along a random direction d."""
     batch = random_batch(rng, model.spec, CASES[1])
     cotangent = rng.standard_normal((*batch.tgt.shape, model.spec.tgt_vocab))
     grads = model.gradients(batch, cotangent)["encoder"]
-    step, tolerance, attempts = tolerances.FINITE_DIFFERENCE[model.dtype].values()
+    steps, tolerance, directions = tolerances.FINITE_DIFFERENCE[model.dtype].values()
     with model.weights_restored() as weights:
 
         def loss(direction, h):
@@ -50,20 +68,20 @@ def test_encoder_gradient_through_state(model, check, rng):
         def slope(direction, h):
             return (loss(direction, h) - loss(direction, -h)) / (2 * h)
 
-        # What rounding alone can make of a difference quotient: eps * |L| / h, with margin.
-        noise = 1e2 * np.finfo(model.dtype).eps * abs(loss(dict.fromkeys(weights["encoder"], 0.0), 0.0)) / (step / 2)
-        for _ in range(attempts):
-            direction = {name: rng.standard_normal(w.shape) for name, w in weights["encoder"].items()}
-            coarse, numeric = slope(direction, step), slope(direction, step / 2)
-            # A ReLU kink inside [-h, h] makes the two quotients disagree: try another direction.
-            if abs(coarse - numeric) <= tolerance * abs(numeric) + noise:
-                break
-        else:
-            check.fail(f"finite differences did not settle along {attempts} random directions (last: {coarse:.6g} at "
-                       f"h={step:g} vs {numeric:.6g} at h={step / 2:g})")
-    analytic = float(sum(np.sum(grads[name] * d) for name, d in direction.items()))
+        size = abs(loss(dict.fromkeys(weights["encoder"], 0.0), 0.0))
+        (direction, numeric, noise), tried = settled_slope(
+            slope,
+            draw_direction=lambda: {name: rng.standard_normal(w.shape) for name, w in weights["encoder"].items()},
+            steps=steps,
+            tolerance=tolerance,
+            noise_at=lambda h: 1e2 * np.finfo(model.dtype).eps * size / h,  # rounding: eps |L| / h, with margin
+            directions=directions,
+        )
+    if direction is None:
+        check.fail(f"finite differences did not settle (kinks?): {'; '.join(tried)}")
     if abs(numeric) <= noise:
         check.fail(f"logits do not depend on the encoder's parameters (finite difference {numeric:.2e} <= noise {noise:.1e})")
+    analytic = float(sum(np.sum(grads[name] * d) for name, d in direction.items()))
     if not abs(analytic - numeric) <= tolerance * abs(numeric) + noise:
         check.fail(
             f"gradient along a random direction of the encoder's parameters is {analytic:.10g}, finite differences "
