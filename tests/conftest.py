@@ -1,4 +1,5 @@
 import importlib.util
+import os
 
 from conformance.compat import import_mxnet
 
@@ -7,6 +8,7 @@ from conformance.compat import import_mxnet
 if importlib.util.find_spec("torch"):
     import torch  # noqa: F401
 if importlib.util.find_spec("tensorflow"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
 if importlib.util.find_spec("mxnet"):

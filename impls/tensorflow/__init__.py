@@ -1,0 +1,8 @@
+"""TensorFlow (Keras 3) reference Encoder-Decoders (d2l interface); `make_model(spec)` builds one family."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices, before it loads
+
+from .factory import make_model
+
+__all__ = ["make_model"]

@@ -1,0 +1,82 @@
+"""`make_model(spec)`: the reference family named by `spec.family`, in `spec.dtype`, built."""
+import contextlib
+
+import keras
+import numpy as np
+
+from conformance.spec import Unsupported
+
+from .bahdanau import AttentionDecoder, MemoryAttentionDecoder
+from .d2l import EncoderDecoder
+from .recurrent import Seq2SeqDecoder, Seq2SeqEncoder
+from .transformer import TransformerDecoder, TransformerEncoder
+
+
+def recurrent(cell):
+    def build(s):
+        return (
+            Seq2SeqEncoder(cell, s.src_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
+            Seq2SeqDecoder(cell, s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
+        )
+
+    return build
+
+
+def bahdanau(s):
+    return (
+        Seq2SeqEncoder("gru", s.src_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
+        AttentionDecoder(s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
+    )
+
+
+def transformer_encoder(s):
+    return TransformerEncoder(
+        s.src_vocab, s.num_hiddens, s.ffn_num_hiddens, s.num_heads, s.num_layers, s.dropout, s.max_len
+    )
+
+
+def transformer(s):
+    decoder = TransformerDecoder(
+        s.tgt_vocab, s.num_hiddens, s.ffn_num_hiddens, s.num_heads, s.num_layers, s.dropout, s.max_len
+    )
+    return transformer_encoder(s), decoder
+
+
+def mixed(s):
+    return transformer_encoder(s), MemoryAttentionDecoder(s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout)
+
+
+BUILDERS = {
+    "rnn": recurrent("rnn"),
+    "gru": recurrent("gru"),
+    "lstm": recurrent("lstm"),
+    "bahdanau": bahdanau,
+    "transformer": transformer,
+    "mixed": mixed,
+}
+DTYPES = ("float32", "float64")
+
+
+@contextlib.contextmanager
+def dtype_policy(dtype):
+    """Layers take the global policy when they are constructed; the previous one is restored after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_model(spec):
+    if spec.family not in BUILDERS:
+        raise Unsupported(f"no TensorFlow reference for family {spec.family!r}")
+    if spec.dtype not in DTYPES:
+        raise Unsupported(f"dtype {spec.dtype!r} is not one of {sorted(DTYPES)}")
+    keras.utils.set_random_seed(spec.seed)
+    with dtype_policy(spec.dtype):
+        model = EncoderDecoder(*BUILDERS[spec.family](spec))
+        # Keras creates weights on the first call: one token each way builds every layer.
+        one = np.zeros((1, 1), dtype=np.int32)
+        model(one, one, np.ones(1, dtype=np.int32), training=False)
+    return model

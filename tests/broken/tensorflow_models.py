@@ -1,0 +1,155 @@
+"""Deliberately broken TensorFlow (Keras 3) models. Each re-classes one layer of the reference and breaks one thing.
+
+`CASES` at the bottom lists (factory, family, contracts expected to fail): exactly those fail,
+and every other contract passes. Most bugs here are ones Keras makes easy: its MultiHeadAttention
+aligns a causal mask top-left, `Embedding(mask_zero=True)` masks by token id rather than by
+length, `ops.take` wraps negative ids around, and generation code likes to keep caches in
+variables it assigns to.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from impls.tensorflow import make_model
+from impls.tensorflow.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
+from impls.tensorflow.transformer import TransformerDecoder, TransformerDecoderBlock
+
+
+def layers(layer, seen=None):
+    """`layer` and every layer reachable from its attributes, each once."""
+    seen = set() if seen is None else seen
+    if id(layer) in seen:
+        return
+    seen.add(id(layer))
+    yield layer
+    for value in vars(layer).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, keras.layers.Layer):
+                yield from layers(item, seen)
+
+
+def broken(spec, **classes):
+    """The reference model for `spec`, built, with every layer of class C re-classed to classes[C]."""
+    model = make_model(spec)
+    for layer in list(layers(model)):
+        if type(layer).__name__ in classes:
+            layer.__class__ = classes[type(layer).__name__]
+    return model
+
+
+# --- Transformer cache and positions --------------------------------------------------------
+
+
+class PositionsIgnoreCache(TransformerDecoder):
+    """Positions restart at 0 on every call, as in d2l's own TransformerDecoder when predicting.
+    A teacher-forced pass is right; every step or chunk after the first is at the wrong position,
+    so the stepwise, chunked and greedy contracts (and decoding on from a reordered state) catch it."""
+
+    def call(self, X, state):
+        enc_mask, cross_kv, cache = state
+        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens), start=0)
+        new_cache = []
+        for blk, past, kv in zip(self.blks, cache, cross_kv):
+            X, present = blk(X, past, kv, enc_mask)
+            new_cache.append(present)
+        return self.dense(X), (enc_mask, cross_kv, tuple(new_cache))
+
+
+def transformer_positions_ignore_cache(spec):
+    return broken(spec, TransformerDecoder=PositionsIgnoreCache)
+
+
+class TopLeftCausalMaskBlock(TransformerDecoderBlock):
+    """The causal mask of keras.layers.MultiHeadAttention(use_causal_mask=True): aligned top-left,
+    query i sees keys 0..i, also when the keys begin with a cache of earlier steps. A step after the
+    cache then sees only the first token; caught by the stepwise, chunked and greedy contracts."""
+
+    def call(self, X, past, cross_kv, enc_mask):
+        num_queries = tf.shape(X)[1]
+        num_keys = tf.shape(past[0])[2] + num_queries
+        attn_mask = tf.cast(tf.linalg.band_part(tf.ones((num_queries, num_keys)), -1, 0), tf.bool)
+        Y, present = self.self_attention(X, attn_mask, past=past)
+        Y = self.addnorm1(X, Y)
+        Z = self.addnorm2(Y, self.cross_attention(Y, cross_kv, enc_mask))
+        return self.addnorm3(Z, self.ffn(Z)), present
+
+
+def transformer_top_left_causal_mask(spec):
+    return broken(spec, TransformerDecoderBlock=TopLeftCausalMaskBlock)
+
+
+# --- Padding, embedding, state --------------------------------------------------------------
+
+
+class MasksTokenZero(Seq2SeqEncoder):
+    """Masks the source by token id, the `Embedding(mask_zero=True)` idiom, instead of by valid length:
+    padding that is not token 0 is read, and a real token 0 is skipped. Caught by the padding contracts."""
+
+    def call(self, X, valid_lens):
+        outputs, *state = self.rnn(self.embedding(X), mask=tf.not_equal(X, 0))
+        return outputs, state
+
+
+def gru_encoder_masks_token_zero(spec):
+    return broken(spec, Seq2SeqEncoder=MasksTokenZero)
+
+
+class TakeEmbedding(keras.layers.Embedding):
+    """Keras' own Embedding: `ops.take` wraps a negative id around to the end of the table instead of
+    raising (an id >= vocab size still raises on CPU). Caught by both out-of-vocabulary contracts."""
+
+
+def lstm_embedding_wraps_negative_ids(spec):
+    return broken(spec, Embedding=TakeEmbedding)
+
+
+class VariableState(Seq2SeqDecoder):
+    """Keeps the hidden state in tf.Variables and assigns each new state into them, as generation code
+    with a preallocated cache does: the caller's state changes under it. Caught by the state reuse
+    contracts; variables created in init_state also cut the encoder off from the gradient, and a state
+    rebuilt by from_numpy holds tensors, which cannot be assigned to."""
+
+    def init_state(self, enc_all_outputs, *args):
+        context, hidden_state = super().init_state(enc_all_outputs, *args)
+        return context, tf.nest.map_structure(tf.Variable, hidden_state)
+
+    def call(self, X, state):
+        logits, (context, hidden_state) = super().call(X, state)
+        for variable, value in zip(tf.nest.flatten(state[1]), tf.nest.flatten(hidden_state)):
+            variable.assign(value)
+        return logits, (context, state[1])
+
+
+def rnn_decoder_assigns_variable_state(spec):
+    return broken(spec, Seq2SeqDecoder=VariableState)
+
+
+class StopGradientHandoff(Seq2SeqDecoder):
+    """init_state wraps the encoder's state in tf.stop_gradient: values flow, gradients stop at the
+    handoff and the encoder's come back as zeros. Caught by the encoder gradient contract."""
+
+    def init_state(self, enc_all_outputs, *args):
+        return tf.nest.map_structure(tf.stop_gradient, super().init_state(enc_all_outputs, *args))
+
+
+def gru_stop_gradient_handoff(spec):
+    return broken(spec, Seq2SeqDecoder=StopGradientHandoff)
+
+
+AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
+CACHE_BUG = AUTOREGRESSIVE | {"reordered_state_decodes_reordered_examples"}
+PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}
+OUT_OF_VOCABULARY = {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}
+
+CASES = [
+    ("transformer_positions_ignore_cache", "transformer", CACHE_BUG),
+    ("transformer_top_left_causal_mask", "transformer", CACHE_BUG),
+    ("gru_encoder_masks_token_zero", "gru", PADDING),
+    ("lstm_embedding_wraps_negative_ids", "lstm", OUT_OF_VOCABULARY),
+    ("rnn_decoder_assigns_variable_state", "rnn", {
+        "decode_does_not_mutate_state", "decode_twice_from_same_state",
+        "reordered_state_decodes_reordered_examples",  # from_numpy gives tensors, which have no .assign
+        "encoder_gradient_through_state"}),  # tf.Variable(initial_value) passes no gradient back
+    ("gru_stop_gradient_handoff", "gru", {"encoder_gradient_through_state"}),
+]
