@@ -9,6 +9,7 @@ the user.
 from __future__ import annotations
 
 import contextlib
+import re
 
 import numpy as np
 
@@ -32,11 +33,14 @@ class BadOutput(ConformanceError):
     """The implementation returned something the interface does not allow."""
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     if lines and "Traceback (most recent call last)" in lines[0]:
         lines = lines[-1:]  # MXNet puts its C++ stack in the message; the reason is the last line
-    text = " ".join(" ".join(lines).split()) or "(no message)"
+    text = ANSI_ESCAPE.sub("", " ".join(" ".join(lines).split())) or "(no message)"  # Keras colours its errors
     return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 

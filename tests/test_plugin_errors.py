@@ -1,15 +1,16 @@
 """Bad input gets one clear line, and the rest of the run completes with its report written."""
 import pytest
 
-from tests.conformance_run import run_conformance
+from tests.conformance_run import BACKENDS, backend_param, run_conformance
 
-FAULTY = "tests.broken.faulty"
+FAULTY = "tests.broken.faulty"  # faults whatever the framework; per-backend ones are in <backend>_models
 
 
 def assert_one_line_failures(run, expected_text):
     assert run.messages(), "expected failures"
     for message in run.messages():
         assert expected_text in message, message
+        assert "\x1b[" not in message, f"terminal escape codes in {message!r}"
     assert "Traceback" not in run.output
 
 
@@ -47,19 +48,23 @@ def test_factory_that_returns_no_model(pytester):
     assert_one_line_failures(run, "neither a conformance.Seq2SeqAdapter nor")
 
 
+BAD_OUTPUTS = [
+    ("nan_logits", "NaN and 0 infinite logits"),
+    ("time_major_logits", "but should be (batch, steps, tgt_vocab)"),
+    ("raises_in_init_state", "decoder cache was never allocated"),
+]
+
+
 @pytest.mark.parametrize(
-    "factory, text",
-    [
-        ("nan_logits", "NaN and 0 infinite logits"),
-        ("time_major_logits", "but should be (batch, steps, tgt_vocab)"),
-        ("integer_logits", "should return a floating array"),
-    ],
+    "impl, text",
+    [backend_param(b, f"tests.broken.{b}_models:{f}", text, id=f"{b}-{f}") for b in BACKENDS for f, text in BAD_OUTPUTS]
+    + [pytest.param(f"{FAULTY}:integer_logits", "should return a floating array", id="torch-integer_logits")],
 )
-def test_bad_logits_fail_every_contract_with_one_line(pytester, factory, text):
-    run = run_conformance(pytester, f"{FAULTY}:{factory}", "--family=gru", "-k", "stepwise or padding or determinism")
+def test_bad_model_fails_every_contract_with_one_line(pytester, impl, text):
+    run = run_conformance(pytester, impl, "--family=gru", "-k", "stepwise or padding or determinism")
     assert run.outcome.ret == 1
     assert_one_line_failures(run, text)
-    assert run.contracts("failed") == {
+    assert run.failed == {  # failed, or errored where the factory itself runs the model once
         "stepwise_equals_teacher_forced", "extra_padding_changes_nothing",
         "garbage_beyond_valid_length_changes_nothing", "eval_calls_agree_exactly",
     }
@@ -80,8 +85,10 @@ def test_factory_that_hangs_is_stopped_before_any_contract(pytester):
     assert run.outcome.duration < 30, "the factory is given up on once, not once per contract"
 
 
-def test_declined_family_is_skipped_with_the_reason(pytester):
-    run = run_conformance(pytester, f"{FAULTY}:declines_transformer", "--family=gru,transformer", "-k", "stepwise", "-rs")
+@pytest.mark.parametrize("backend", [backend_param(b, b) for b in BACKENDS])
+def test_declined_family_is_skipped_with_the_reason(pytester, backend):
+    run = run_conformance(pytester, f"tests.broken.{backend}_models:declines_transformer", "--family=gru,transformer",
+                          "-k", "stepwise", "-rs")
     assert run.outcome.ret == 0
     run.outcome.stdout.fnmatch_lines(["SKIPPED*declined transformer/float64: this port has no Transformer yet*"])
     outcomes = {(m["family"], m["outcome"]) for m in run.report["matrix"]}

@@ -1,9 +1,9 @@
-"""Factories that fail the way users' code fails: the harness must answer each with one clear line."""
+"""Factories that fail the way users' code fails, whatever the framework: the harness must answer each
+with one clear line. Per-backend faults (NaN or time-major logits, a raising model, a declined
+family) are in each `<backend>_models.py`."""
 import time
 
-import torch
 
-from conformance import Unsupported
 from conformance.bridges.torch_bridge import TorchAdapter
 from impls.torch import make_model
 from impls.torch.recurrent import Seq2SeqDecoder
@@ -16,32 +16,6 @@ def factory_raises(spec):
 
 def returns_a_string(spec):
     return "not a model"
-
-
-def declines_transformer(spec):
-    if spec.family == "transformer":
-        raise Unsupported("this port has no Transformer yet")
-    return make_model(spec)
-
-
-class NaNDecoder(Seq2SeqDecoder):
-    def forward(self, X, state):
-        logits, state = super().forward(X, state)
-        return logits * torch.nan, state
-
-
-def nan_logits(spec):
-    return broken(spec, Seq2SeqDecoder=NaNDecoder)
-
-
-class TimeMajorDecoder(Seq2SeqDecoder):
-    def forward(self, X, state):
-        logits, state = super().forward(X, state)
-        return logits.transpose(0, 1), state
-
-
-def time_major_logits(spec):
-    return broken(spec, Seq2SeqDecoder=TimeMajorDecoder)
 
 
 class IntegerDecoder(Seq2SeqDecoder):

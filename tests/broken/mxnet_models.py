@@ -177,6 +177,44 @@ def gru_fused_dropout_under_record(spec):
     return broken(spec, Seq2SeqDecoder=FusedDropoutDecoder)
 
 
+# --- Faults the harness must report as one line per contract (not contract bugs) -----------
+
+
+class NaNLogits(Seq2SeqDecoder):
+    def forward(self, X, state):
+        logits, state = super().forward(X, state)
+        return logits * float("nan"), state
+
+
+class TimeMajorLogits(Seq2SeqDecoder):
+    def forward(self, X, state):
+        logits, state = super().forward(X, state)
+        return logits.swapaxes(0, 1), state
+
+
+class RaisesInInitState(Seq2SeqDecoder):
+    def init_state(self, enc_all_outputs, *args):
+        raise RuntimeError("decoder cache was never allocated")
+
+
+def nan_logits(spec):
+    return broken(spec, Seq2SeqDecoder=NaNLogits)
+
+
+def time_major_logits(spec):
+    return broken(spec, Seq2SeqDecoder=TimeMajorLogits)
+
+
+def raises_in_init_state(spec):
+    return broken(spec, Seq2SeqDecoder=RaisesInInitState)
+
+
+def declines_transformer(spec):
+    if spec.family == "transformer":
+        raise Unsupported("this port has no Transformer yet")
+    return make_model(spec)
+
+
 AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
 GRADIENTS = {"encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}
 PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}

@@ -11,6 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
+from conformance.spec import Unsupported
 from impls.tensorflow import make_model
 from impls.tensorflow.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.tensorflow.transformer import TransformerDecoder, TransformerDecoderBlock
@@ -135,6 +136,44 @@ class StopGradientHandoff(Seq2SeqDecoder):
 
 def gru_stop_gradient_handoff(spec):
     return broken(spec, Seq2SeqDecoder=StopGradientHandoff)
+
+
+# --- Faults the harness must report as one line per contract (not contract bugs) -----------
+
+
+class NaNLogits(Seq2SeqDecoder):
+    def call(self, X, state):
+        logits, state = super().call(X, state)
+        return logits * float("nan"), state
+
+
+class TimeMajorLogits(Seq2SeqDecoder):
+    def call(self, X, state):
+        logits, state = super().call(X, state)
+        return tf.transpose(logits, [1, 0, 2]), state
+
+
+class RaisesInInitState(Seq2SeqDecoder):
+    def init_state(self, enc_all_outputs, *args):
+        raise RuntimeError("decoder cache was never allocated")
+
+
+def nan_logits(spec):
+    return broken(spec, Seq2SeqDecoder=NaNLogits)
+
+
+def time_major_logits(spec):
+    return broken(spec, Seq2SeqDecoder=TimeMajorLogits)
+
+
+def raises_in_init_state(spec):
+    return broken(spec, Seq2SeqDecoder=RaisesInInitState)
+
+
+def declines_transformer(spec):
+    if spec.family == "transformer":
+        raise Unsupported("this port has no Transformer yet")
+    return make_model(spec)
 
 
 AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from conformance.spec import Unsupported
 from impls.torch import make_model
-from impls.torch.attention import MultiHeadAttention, causal_mask
+from impls.torch.attention import causal_mask
 from impls.torch.bahdanau import AttentionDecoder
 from impls.torch.d2l import EncoderDecoder
 from impls.torch.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
@@ -273,6 +274,44 @@ class DecoderSkipsTable(Seq2SeqDecoder):
 
 def lstm_encoder_output_without_batch_axis(spec):
     return broken(spec, Seq2SeqEncoder=EncoderReturnsTable, Seq2SeqDecoder=DecoderSkipsTable)
+
+
+# --- Faults the harness must report as one line per contract (not contract bugs) -----------
+
+
+class NaNLogits(Seq2SeqDecoder):
+    def forward(self, X, state):
+        logits, state = super().forward(X, state)
+        return logits * torch.nan, state
+
+
+class TimeMajorLogits(Seq2SeqDecoder):
+    def forward(self, X, state):
+        logits, state = super().forward(X, state)
+        return logits.transpose(0, 1), state
+
+
+class RaisesInInitState(Seq2SeqDecoder):
+    def init_state(self, enc_all_outputs, *args):
+        raise RuntimeError("decoder cache was never allocated")
+
+
+def nan_logits(spec):
+    return broken(spec, Seq2SeqDecoder=NaNLogits)
+
+
+def time_major_logits(spec):
+    return broken(spec, Seq2SeqDecoder=TimeMajorLogits)
+
+
+def raises_in_init_state(spec):
+    return broken(spec, Seq2SeqDecoder=RaisesInInitState)
+
+
+def declines_transformer(spec):
+    if spec.family == "transformer":
+        raise Unsupported("this port has no Transformer yet")
+    return make_model(spec)
 
 
 AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
