@@ -281,7 +281,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = session_of(config)
     if session is None or not session.impls:
         return
-    tw = terminalreporter._tw
+    tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")
     terminalreporter.write(session.report.render_terminal(width=max(tw.fullwidth, 100), color=tw.hasmarkup))
     if session.report_path:
