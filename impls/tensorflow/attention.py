@@ -67,7 +67,13 @@ class MultiHeadAttention(keras.layers.Layer):
         return tf.reshape(tf.transpose(X, (0, 2, 1, 3)), (batch, steps, self.num_heads * X.shape[-1]))
 
     def call(self, queries, keys, values, attn_mask):
-        """queries/keys/values already split into heads; attn_mask broadcasts to (batch, heads, q, k)."""
+        return self.attend(queries, keys, values, attn_mask)
+
+    def attend(self, queries, keys, values, attn_mask):
+        """queries/keys/values already split into heads; attn_mask broadcasts to (batch, heads, q, k).
+
+        A plain method as well as the layer's call, so the cached greedy loop (decoding.py) can attend
+        over its preallocated cache with these very weights."""
         scores = tf.matmul(queries, keys, transpose_b=True) / math.sqrt(queries.shape[-1])
         weights = self.dropout(masked_softmax(scores, attn_mask))
         return self.W_o(self.merge_heads(tf.matmul(weights, values)))

@@ -52,11 +52,15 @@ class SelfAttention(MultiHeadAttention):
         super().__init__(num_hiddens, num_heads, dropout, **kwargs)
         self.W_qkv = keras.layers.Dense(3 * num_hiddens)
 
+    def project_qkv(self, X):
+        """Queries, keys and values of X, each split into heads."""
+        return tuple(self.split_heads(t) for t in tf.split(self.W_qkv(X), 3, axis=-1))
+
     def call(self, X, attn_mask, past=None):
-        q, k, v = (self.split_heads(t) for t in tf.split(self.W_qkv(X), 3, axis=-1))
+        q, k, v = self.project_qkv(X)
         if past is not None:
             k, v = tf.concat([past[0], k], 2), tf.concat([past[1], v], 2)
-        return super().call(q, k, v, attn_mask), (k, v)
+        return self.attend(q, k, v, attn_mask), (k, v)
 
 
 class CrossAttention(MultiHeadAttention):

@@ -16,6 +16,7 @@ from impls.mxnet.d2l import TokenEmbedding
 from impls.mxnet.factory import hybridize
 from impls.mxnet.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.mxnet.transformer import PositionalEncoding, SelfAttention, TransformerDecoder, split_heads
+from tests.broken.common import AUTOREGRESSIVE, GRADIENTS, PADDING, fault_factories
 
 mx = import_mxnet()
 from mxnet import np, npx  # noqa: E402
@@ -197,27 +198,11 @@ class RaisesInInitState(Seq2SeqDecoder):
         raise RuntimeError("decoder cache was never allocated")
 
 
-def nan_logits(spec):
-    return broken(spec, Seq2SeqDecoder=NaNLogits)
+nan_logits, time_major_logits, raises_in_init_state, declines_transformer = fault_factories(
+    broken, make_model, NaNLogits, TimeMajorLogits, RaisesInInitState
+)
 
 
-def time_major_logits(spec):
-    return broken(spec, Seq2SeqDecoder=TimeMajorLogits)
-
-
-def raises_in_init_state(spec):
-    return broken(spec, Seq2SeqDecoder=RaisesInInitState)
-
-
-def declines_transformer(spec):
-    if spec.family == "transformer":
-        raise Unsupported("this port has no Transformer yet")
-    return make_model(spec)
-
-
-AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
-GRADIENTS = {"encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}
-PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}
 
 CASES = [
     ("transformer_cache_keeps_last_step", "transformer", AUTOREGRESSIVE),

@@ -11,10 +11,10 @@ import math
 import keras
 import tensorflow as tf
 
-from conformance.spec import Unsupported
 from impls.tensorflow import make_model
 from impls.tensorflow.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.tensorflow.transformer import TransformerDecoder, TransformerDecoderBlock
+from tests.broken.common import CACHE_BUG, PADDING, OUT_OF_VOCABULARY, fault_factories
 
 
 def layers(layer, seen=None):
@@ -158,28 +158,11 @@ class RaisesInInitState(Seq2SeqDecoder):
         raise RuntimeError("decoder cache was never allocated")
 
 
-def nan_logits(spec):
-    return broken(spec, Seq2SeqDecoder=NaNLogits)
+nan_logits, time_major_logits, raises_in_init_state, declines_transformer = fault_factories(
+    broken, make_model, NaNLogits, TimeMajorLogits, RaisesInInitState
+)
 
 
-def time_major_logits(spec):
-    return broken(spec, Seq2SeqDecoder=TimeMajorLogits)
-
-
-def raises_in_init_state(spec):
-    return broken(spec, Seq2SeqDecoder=RaisesInInitState)
-
-
-def declines_transformer(spec):
-    if spec.family == "transformer":
-        raise Unsupported("this port has no Transformer yet")
-    return make_model(spec)
-
-
-AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
-CACHE_BUG = AUTOREGRESSIVE | {"reordered_state_decodes_reordered_examples"}
-PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}
-OUT_OF_VOCABULARY = {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}
 
 CASES = [
     ("transformer_positions_ignore_cache", "transformer", CACHE_BUG),

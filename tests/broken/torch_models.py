@@ -10,13 +10,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from conformance.spec import Unsupported
 from impls.torch import make_model
 from impls.torch.attention import causal_mask
 from impls.torch.bahdanau import AttentionDecoder
 from impls.torch.d2l import EncoderDecoder
 from impls.torch.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.torch.transformer import SelfAttention, TransformerDecoder, TransformerDecoderBlock
+from tests.broken.common import AUTOREGRESSIVE, CACHE_BUG, PADDING, OUT_OF_VOCABULARY, fault_factories
 
 
 def broken(spec, **classes):
@@ -296,33 +296,16 @@ class RaisesInInitState(Seq2SeqDecoder):
         raise RuntimeError("decoder cache was never allocated")
 
 
-def nan_logits(spec):
-    return broken(spec, Seq2SeqDecoder=NaNLogits)
+nan_logits, time_major_logits, raises_in_init_state, declines_transformer = fault_factories(
+    broken, make_model, NaNLogits, TimeMajorLogits, RaisesInInitState
+)
 
 
-def time_major_logits(spec):
-    return broken(spec, Seq2SeqDecoder=TimeMajorLogits)
-
-
-def raises_in_init_state(spec):
-    return broken(spec, Seq2SeqDecoder=RaisesInInitState)
-
-
-def declines_transformer(spec):
-    if spec.family == "transformer":
-        raise Unsupported("this port has no Transformer yet")
-    return make_model(spec)
-
-
-AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
-CACHE_BUG = AUTOREGRESSIVE | {"reordered_state_decodes_reordered_examples"}
-PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}
 # Every contract that runs a batch of one (an example decoded alone is one too).
 BATCH_OF_ONE = AUTOREGRESSIVE | {
     "logits_shape", "state_leaves_have_batch_axis", "forward_chains_encoder_and_decoder", "outputs_depend_on_source",
     "init_state_keeps_encoder_outputs", "decode_twice_from_same_state", "decode_does_not_mutate_state",
     "eval_calls_agree_exactly", "extra_padding_changes_nothing", "example_alone_equals_example_in_batch"}
-OUT_OF_VOCABULARY = {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}
 
 CASES = [
     ("gru_squeezes_batch_of_one", "gru", BATCH_OF_ONE),
