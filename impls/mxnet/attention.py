@@ -65,7 +65,7 @@ class MultiHeadAttention(nn.HybridBlock):
 
     def __init__(self, num_hiddens, num_heads, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.num_heads = num_heads
+        self.num_hiddens, self.num_heads = num_hiddens, num_heads
         self.head_dim = num_hiddens // num_heads
         self.dropout = nn.Dropout(dropout)
         self.W_o = nn.Dense(num_hiddens, flatten=False)
