@@ -1,0 +1,199 @@
+"""How a backend plugs into the benchmarks: one impl package, three functions.
+
+`impls.<backend>` provides `make_model(spec)` and, for decoding,
+
+    greedy_decode(model, src, src_valid_len, bos, steps) -> np.ndarray (batch, steps)
+    recompute_greedy_decode(model, src, src_valid_len, bos, steps) -> np.ndarray (batch, steps)
+    encode(model, src, src_valid_len) -> native encoder outputs
+
+taking numpy int64 inputs, running where the model's parameters live. A function the package does
+not define yet makes the benchmarks that need it skip with a reason (asv counts NotImplementedError
+raised in setup as a skip; the pytest side calls pytest.skip), so defining it later lights them up
+with no benchmark change.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import os
+import pathlib
+
+import numpy as np
+
+from . import workload
+
+API = ("greedy_decode", "recompute_greedy_decode", "encode")
+
+
+class Unavailable(NotImplementedError):
+    """This backend / family / device / function cannot be benchmarked here; the message says why."""
+
+
+# --- per-framework glue: device checks, placement, synchronisation --------------------------------
+
+def _torch_device(device):
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise Unavailable("torch sees no CUDA device")
+    return contextlib.nullcontext
+
+
+def _torch_place(model, device):
+    return model.to(device)
+
+
+def _torch_sync(device):
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _tf_device(device):
+    import tensorflow as tf
+
+    if device == "cuda" and not tf.config.list_physical_devices("GPU"):
+        raise Unavailable("tensorflow sees no GPU")
+    # Variables are created, and every call runs, under this scope.
+    return lambda: tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
+
+
+def _tf_sync(device):
+    if device == "cuda":
+        import tensorflow as tf
+
+        tf.test.experimental.sync_devices()
+
+
+def _mx_device(device):
+    import mxnet as mx
+
+    if device == "cuda" and mx.context.num_gpus() == 0:
+        raise Unavailable("mxnet sees no GPU")
+    return contextlib.nullcontext
+
+
+def _mx_place(model, device):
+    if device == "cuda":
+        import mxnet as mx
+
+        model.collect_params().reset_ctx(mx.gpu(0))
+    return model
+
+
+def _mx_sync(device):
+    import mxnet as mx
+
+    mx.nd.waitall()  # MXNet's engine is asynchronous on CPU too
+
+
+GLUE = {  # backend: (device check -> scope factory, place model, wait for pending work)
+    "torch": (_torch_device, _torch_place, _torch_sync),
+    "tensorflow": (_tf_device, lambda model, device: model, _tf_sync),
+    "mxnet": (_mx_device, _mx_place, _mx_sync),
+}
+
+
+# --- the subject of a benchmark --------------------------------------------------------------------
+
+class Subject:
+    """One model of one backend on one device, and how to call its impl package there."""
+
+    def __init__(self, backend, family, device, package, model, scope):
+        self.backend, self.family, self.device = backend, family, device
+        self.package, self.model, self.scope = package, model, scope
+        self._sync = GLUE[backend][2]
+
+    def function(self, name):
+        fn = getattr(self.package, name, None)
+        if fn is None:
+            raise Unavailable(f"impls.{self.backend} has no {name}() yet")
+        return fn
+
+    def check(self, *names):
+        for name in names:
+            self.function(name)
+
+    def greedy(self, src, valid, steps):
+        with self.scope():
+            return self.function("greedy_decode")(self.model, src, valid, workload.BOS, steps)
+
+    def recompute(self, src, valid, steps):
+        with self.scope():
+            return self.function("recompute_greedy_decode")(self.model, src, valid, workload.BOS, steps)
+
+    def encode(self, src, valid):
+        with self.scope():
+            out = self.function("encode")(self.model, src, valid)
+        self._sync(self.device)
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def subject(backend: str, family: str, device: str) -> Subject:
+    """Import, build and place the model once per process (asv re-runs setup between samples)."""
+    if backend not in GLUE:
+        raise Unavailable(f"unknown backend {backend!r}")
+    try:
+        package = importlib.import_module(f"impls.{backend}")
+    except Exception as exc:  # a framework that is not installed, or fails to load here
+        raise Unavailable(f"impls.{backend} cannot be imported: {exc!r}") from exc
+    root = os.environ.get("BENCH_IMPLS_ROOT")  # set by compare.py: time that commit's code or nothing
+    if root and not pathlib.Path(package.__file__).resolve().is_relative_to(pathlib.Path(root).resolve()):
+        raise RuntimeError(f"impls.{backend} comes from {package.__file__}, not from {root}")
+    workload.pin_framework_threads()
+    check_device, place, _ = GLUE[backend]
+    scope = check_device(device)
+    from conformance.spec import Unsupported
+
+    with scope():
+        try:
+            model = package.make_model(workload.spec(family))
+        except Unsupported as exc:
+            raise Unavailable(f"impls.{backend} declines {family}: {exc}") from exc
+        model = place(model, device)
+    return Subject(backend, family, device, package, model, scope)
+
+
+def prepared(backend, family, device, batch, *names, steps=None):
+    """The subject with `names` checked, warmed up (tracing, compilation, caches) at this shape."""
+    subj = subject(backend, family, device)
+    subj.check(*names)
+    _warm(subj, batch, names, steps)
+    return subj
+
+
+@functools.lru_cache(maxsize=None)
+def _warm(subj, batch, names, steps):
+    src, valid = workload.source(batch)
+    for name in names:
+        if name == "encode":
+            subj.encode(src, valid)
+        else:
+            run = subj.greedy if name == "greedy_decode" else subj.recompute
+            out = run(src, valid, steps)
+            if np.shape(out) != (batch, steps):
+                raise AssertionError(f"{subj.backend} {name} returned shape {np.shape(out)}, not {(batch, steps)}")
+
+
+def peers(backend: str) -> dict:
+    """{name: (label, builder(batch, steps) -> no-argument decode)} from benchmarks/peers_<backend>.py.
+
+    Builders import their frameworks lazily and raise Unavailable when a peer is not installed.
+    """
+    try:
+        return importlib.import_module(f"{__package__}.peers_{backend}").PEERS
+    except ModuleNotFoundError:
+        return {}
+
+
+def median_seconds(fn, repeat=5):
+    """Median time of `repeat` calls, on the workload's clock (the caller has warmed up)."""
+    times = []
+    for _ in range(repeat):
+        start = workload.TIMER()
+        fn()
+        times.append(workload.TIMER() - start)
+    return float(np.median(times))

@@ -1,0 +1,166 @@
+"""Peers measured beside the PyTorch reference Transformer, all at the workload's size.
+
+Each builder takes (batch, steps) and returns a no-argument callable that encodes the workload's
+source and greedily decodes exactly `steps` tokens, or raises `Unavailable`. No weights are
+downloaded: every model is built from a config with random weights (HF_HUB_OFFLINE=1).
+
+- torch.nn.Transformer: no cache, the whole prefix re-run through the decoder every step.
+- Hugging Face BART: the cached manual step loop (one forward per token with its key/value
+  cache), and `generate` with min = max new tokens.
+- CTranslate2: the same BART converted to float32, `translate_batch` with min = max length.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import tempfile
+
+import numpy as np
+
+from . import workload as W
+from .backends import Unavailable
+
+
+def _torch():
+    import torch
+
+    W.pin_framework_threads()
+    return torch
+
+
+def nn_transformer(batch, steps):
+    torch = _torch()
+    from torch import nn
+
+    torch.manual_seed(W.SEED)
+    model = nn.ModuleDict(dict(
+        src_embed=nn.Embedding(W.VOCAB, W.D_MODEL), tgt_embed=nn.Embedding(W.VOCAB, W.D_MODEL),
+        transformer=nn.Transformer(W.D_MODEL, W.HEADS, W.LAYERS, W.LAYERS, W.FFN, dropout=0.0, batch_first=True),
+        out=nn.Linear(W.D_MODEL, W.VOCAB),
+    )).eval()
+    pos = torch.arange(W.SRC_LEN + steps)[:, None] / 10000 ** (torch.arange(0, W.D_MODEL, 2) / W.D_MODEL)
+    positions = torch.stack((pos.sin(), pos.cos()), -1).flatten(1)
+    src_np, _ = W.source(batch)
+    src = torch.from_numpy(src_np)
+    scale = math.sqrt(W.D_MODEL)
+
+    @torch.inference_mode()
+    def decode():
+        memory = model.transformer.encoder(model.src_embed(src) * scale + positions[: src.shape[1]])
+        prefix = torch.full((batch, 1), W.BOS)
+        for _ in range(steps):
+            n = prefix.shape[1]
+            tgt = model.tgt_embed(prefix) * scale + positions[:n]
+            mask = nn.Transformer.generate_square_subsequent_mask(n)
+            h = model.transformer.decoder(tgt, memory, tgt_mask=mask, tgt_is_causal=True)
+            prefix = torch.cat((prefix, model.out(h[:, -1]).argmax(-1, keepdim=True)), 1)
+        return prefix[:, 1:].numpy()
+
+    return decode
+
+
+@functools.lru_cache(maxsize=1)
+def _bart():
+    torch = _torch()
+    try:
+        from transformers import BartConfig, BartForConditionalGeneration
+    except ImportError as exc:
+        raise Unavailable(f"transformers is not installed: {exc}") from exc
+    config = BartConfig(
+        vocab_size=W.VOCAB, d_model=W.D_MODEL, encoder_layers=W.LAYERS, decoder_layers=W.LAYERS,
+        encoder_attention_heads=W.HEADS, decoder_attention_heads=W.HEADS, encoder_ffn_dim=W.FFN,
+        decoder_ffn_dim=W.FFN, max_position_embeddings=max(W.DECODE_LENGTHS) + 2, dropout=0.0,
+        bos_token_id=W.BOS, pad_token_id=1, eos_token_id=2, decoder_start_token_id=W.BOS,
+        forced_bos_token_id=None, forced_eos_token_id=None,
+        normalize_before=False,  # gone from BartConfig in transformers 5; CTranslate2's converter reads it
+    )
+    torch.manual_seed(W.SEED)
+    return BartForConditionalGeneration(config).eval()
+
+
+def _bart_inputs(batch):
+    torch = _torch()
+    src, valid = W.source(batch)
+    mask = (np.arange(W.SRC_LEN) < valid[:, None]).astype(np.int64)
+    return torch.from_numpy(src), torch.from_numpy(mask)
+
+
+def hf_bart_loop(batch, steps):
+    torch = _torch()
+    model = _bart()
+    src, mask = _bart_inputs(batch)
+    # transformers 5 renamed past_key_values (argument and output) to cache.
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    @torch.inference_mode()
+    def decode():
+        enc = model.get_encoder()(input_ids=src, attention_mask=mask)
+        tokens, cache, out = torch.full((batch, 1), W.BOS), None, []
+        for _ in range(steps):
+            o = model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=tokens, use_cache=True,
+                      **{cache_arg: cache})
+            cache = o[cache_arg]
+            tokens = o.logits[:, -1].argmax(-1, keepdim=True)
+            out.append(tokens)
+        return torch.cat(out, 1).numpy()
+
+    return decode
+
+
+def hf_bart_generate(batch, steps):
+    torch = _torch()
+    model = _bart()
+    src, mask = _bart_inputs(batch)
+
+    @torch.inference_mode()
+    def decode():
+        out = model.generate(input_ids=src, attention_mask=mask, do_sample=False, num_beams=1,
+                             min_new_tokens=steps, max_new_tokens=steps, use_cache=True)
+        return out[:, 1:].numpy()  # the first column is decoder_start_token_id
+
+    return decode
+
+
+@functools.lru_cache(maxsize=1)
+def _ct2_model_dir():
+    try:
+        import ctranslate2
+        from tokenizers import Tokenizer, models
+        from transformers import PreTrainedTokenizerFast
+    except ImportError as exc:
+        raise Unavailable(f"ctranslate2 (with transformers) is not installed: {exc}") from exc
+    hf_dir = tempfile.mkdtemp(prefix="bench-bart-")
+    _bart().save_pretrained(hf_dir)
+    # The converter reads the vocabulary from a tokenizer: a word-level one, built offline.
+    vocab = {f"t{i}": i for i in range(W.VOCAB)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="t0", pad_token="t1", eos_token="t2",
+                            unk_token="t3").save_pretrained(hf_dir)
+    ct2_dir = f"{hf_dir}/ct2"
+    ctranslate2.converters.TransformersConverter(hf_dir).convert(ct2_dir, quantization="float32", force=True)
+    return ct2_dir
+
+
+def ctranslate2_translate(batch, steps):
+    model_dir = _ct2_model_dir()  # raises Unavailable first when ctranslate2 is missing
+    import ctranslate2
+
+    translator = ctranslate2.Translator(model_dir, device="cpu", inter_threads=1, intra_threads=W.THREADS)
+    src, _ = W.source(batch)
+    tokens = [[f"t{i}" for i in row] for row in src]
+
+    def decode():
+        results = translator.translate_batch(tokens, beam_size=1, min_decoding_length=steps,
+                                             max_decoding_length=steps)
+        return [r.hypotheses[0] for r in results]
+
+    return decode
+
+
+PEERS = {  # name: (label, builder); all sit beside the PyTorch reference Transformer
+    "nn-transformer": ("torch.nn.Transformer, full recompute", nn_transformer),
+    "hf-bart-loop": ("HF BART, cached manual step loop", hf_bart_loop),
+    "hf-bart-generate": ("HF BART, generate", hf_bart_generate),
+    "ctranslate2": ("CTranslate2 float32", ctranslate2_translate),
+}

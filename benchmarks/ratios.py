@@ -1,0 +1,168 @@
+"""The speed targets and the README's tables, measured interleaved: every contender called in turn.
+
+    python -m benchmarks.ratios                                  # every table, 2 threads (BENCH_THREADS)
+    python -m benchmarks.ratios --tables peers --passes 5 --json docs/benchmarks.json
+    python benchmarks/plot.py docs/benchmarks.json               # README table and docs/throughput.png
+
+pytest-benchmark times all rounds of one case before the next, so on shared cores a peer can be
+timed in a quiet minute and the reference in a busy one: with two OpenMP threads a busy minute can
+cost 10x. Here each round calls every contender of a comparison once, in rotating order, so load
+falls on all of them alike; a pass's figure is each contender's median over its calls, a ratio is
+taken within a pass, and the reported ratio is the median over passes.
+
+Tables:
+- peers: each backend's reference Transformer beside its peers (benchmarks/peers_<backend>.py) at
+  PEER_STEPS (32) tokens, with the targets of PEER_TARGETS;
+- cache: every backend and family, cached greedy decode against full-prefix recompute at STEPS
+  (128) tokens, target CACHE_TARGET;
+- lengths: the cached decoders' seconds per token at each decode length, (decode - encode) /
+  (batch * steps), as bench_decode.GreedyDecode.track_seconds_per_token tracks it in asv.
+Exit status 1 when a measured target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from . import workload as W  # first: pins threads before any framework loads
+from .backends import Unavailable, peers, prepared
+
+# backend: (the peer its reference Transformer is held against, {batch: minimum tokens/s ratio})
+PEER_TARGETS = {
+    "torch": ("hf-bart-loop", {1: 2.3, 32: 1.35}),
+    "tensorflow": ("keras-hub-xla", {1: 1.0, 32: 1.0}),
+    "mxnet": ("gluonnlp-transformer", {1: None, 32: 3.0}),  # None: reported, no target
+}
+CACHE_TARGET = 3.0  # at W.STEPS tokens, where recompute's quadratic cost shows
+
+
+def reference(backend, family, mode, batch, steps):
+    name = "greedy_decode" if mode == "cached" else "recompute_greedy_decode"
+    subject = prepared(backend, family, "cpu", batch, name, steps=steps)  # built and warmed up at this shape
+    src, valid = W.source(batch)
+    run = subject.greedy if mode == "cached" else subject.recompute
+    return lambda: run(src, valid, steps)
+
+
+def interleaved(fns: dict, passes: int, calls: int) -> list[dict]:
+    """[{name: median seconds}] per pass; each round calls every fn once, the order rotating."""
+    names = list(fns)
+    for fn in fns.values():
+        fn()  # warm-up (peers' builders and `prepared` already traced and compiled at this shape)
+    results = []
+    for _ in range(passes):
+        times = {n: [] for n in names}
+        for r in range(calls):
+            for n in names[r % len(names):] + names[: r % len(names)]:
+                start = time.perf_counter()
+                fns[n]()
+                times[n].append(time.perf_counter() - start)
+        results.append({n: statistics.median(t) for n, t in times.items()})
+    return results
+
+
+def compare(table, backend, family, fns, fast, slow, batch, steps, target, passes, calls):
+    per_pass = interleaved(fns, passes, calls)
+    ratios = [p[slow] / p[fast] for p in per_pass]
+    row = dict(table=table, backend=backend, family=family, batch=batch, steps=steps, fast=fast, slow=slow,
+               target=target, ratios=ratios, ratio=statistics.median(ratios),
+               tokens_per_s={n: statistics.median(steps * batch / p[n] for p in per_pass) for n in fns})
+    row["met"] = target is None or row["ratio"] >= target
+    verdict = "no target" if target is None else f"target {target}x {'met' if row['met'] else 'NOT MET'}"
+    print(f"{backend:10s} {family:11s} B={batch:<2d} {steps:3d} steps  {fast} / {slow}: {row['ratio']:6.2f}x "
+          f"(passes {', '.join(f'{r:.2f}' for r in ratios)}) {verdict}; tokens/s "
+          + ", ".join(f"{n} {v:,.0f}" for n, v in row["tokens_per_s"].items()), flush=True)
+    return row
+
+
+def peer_rows(backends, passes, calls):
+    for backend in backends:
+        held_against, targets = PEER_TARGETS[backend]
+        for batch, target in targets.items():
+            try:
+                fns = {"reference": reference(backend, "transformer", "cached", batch, W.PEER_STEPS)}
+            except Unavailable as exc:
+                print(f"skip {backend} peers: {exc}")
+                break
+            for name, (label, build) in peers(backend).items():
+                try:
+                    fns[name] = build(batch, W.PEER_STEPS)
+                except Unavailable as exc:
+                    print(f"skip {name}: {exc}")
+            if held_against not in fns:
+                print(f"skip the {backend} peer target: {held_against} is not available")
+                continue
+            yield compare("peers", backend, "transformer", fns, "reference", held_against, batch, W.PEER_STEPS,
+                          target, passes, calls)
+
+
+def cache_rows(backends, passes, calls):
+    for backend in backends:
+        for family in W.FAMILIES:
+            for batch in W.BATCHES:
+                try:
+                    fns = {mode: reference(backend, family, mode, batch, W.STEPS) for mode in ("cached", "recompute")}
+                except Unavailable as exc:
+                    print(f"skip {backend} {family}: {exc}")
+                    break
+                yield compare("cache", backend, family, fns, "cached", "recompute", batch, W.STEPS, CACHE_TARGET,
+                              passes, calls)
+
+
+def length_rows(backends, passes, calls):
+    for backend in backends:
+        for family in W.FAMILIES:
+            for batch in W.BATCHES:
+                try:
+                    fns = {steps: reference(backend, family, "cached", batch, steps) for steps in W.DECODE_LENGTHS}
+                    encoder = prepared(backend, family, "cpu", batch, "encode")
+                except Unavailable as exc:
+                    print(f"skip {backend} {family}: {exc}")
+                    break
+                src, valid = W.source(batch)
+                fns["encode"] = lambda: encoder.encode(src, valid)
+                per_pass = interleaved(fns, passes, calls)
+                seconds = {n: statistics.median(p[n] for p in per_pass) for n in fns}
+                per_token = {steps: max(seconds[steps] - seconds["encode"], 0.0) / (batch * steps)
+                             for steps in W.DECODE_LENGTHS}
+                print(f"{backend:10s} {family:11s} B={batch:<2d} µs/token by length: "
+                      + ", ".join(f"{n} {1e6 * s:.1f}" for n, s in per_token.items()), flush=True)
+                yield dict(table="lengths", backend=backend, family=family, batch=batch,
+                           seconds_per_token={str(n): s for n, s in per_token.items()}, met=True)
+
+
+TABLES = {"peers": peer_rows, "cache": cache_rows, "lengths": length_rows}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated, of {','.join(TABLES)}")
+    parser.add_argument("--backends", default=",".join(W.BACKENDS), help="comma-separated")
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=5, help="calls per contender per pass (peers)")
+    parser.add_argument("--slow-calls", type=int, default=1,
+                        help="calls per contender per pass for the cache and lengths tables, whose "
+                             "margins are large and whose recompute runs take seconds (default 1)")
+    parser.add_argument("--json", help="write the rows and the machine here")
+    args = parser.parse_args(argv)
+    backends = args.backends.split(",")
+    print(f"workload: {W.describe()}", flush=True)
+    rows = []
+    for table in args.tables.split(","):
+        calls = args.calls if table == "peers" else args.slow_calls
+        rows += TABLES[table](backends, args.passes, calls)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=W.machine(), workload=W.describe(), passes=args.passes, rows=rows), f, indent=1)
+    missed = [r for r in rows if not r["met"]]
+    for r in missed:
+        print(f"TARGET MISSED: {r['backend']} {r['family']} B={r['batch']} {r['fast']} / {r['slow']} "
+              f"{r['ratio']:.2f}x < {r['target']}x")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

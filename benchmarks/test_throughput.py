@@ -1,0 +1,60 @@
+"""Side-by-side decode throughput in one process (pytest-benchmark).
+
+    pytest benchmarks/ --benchmark-only                        # measure: a few minutes
+    pytest benchmarks/ --benchmark-only --benchmark-json=run.json && python benchmarks/plot.py run.json
+    pytest benchmarks/                                         # smoke: every case once, 8 steps
+
+Every case encodes the workload's source (workload.py) and greedily decodes PEER_STEPS (32)
+tokens; the tables' medians give tokens/s = batch * steps / median (extra_info carries both).
+Groups are "<backend> <family> batch <B>": a backend-family's cached decoder beside its own
+full-prefix recompute. Each backend's peers (benchmarks/peers_<backend>.py) join its transformer
+groups and run right after its reference, so the reference's ratios to them read off one table.
+For the speed targets, which need interleaved calls on shared cores, see benchmarks/ratios.py.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from . import workload as W
+from .backends import Unavailable, peers, prepared
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
+MODES = {"cached": "greedy_decode", "recompute": "recompute_greedy_decode"}
+
+
+def cases():
+    for backend in W.BACKENDS:
+        for family in W.FAMILIES:
+            for mode in MODES:
+                yield pytest.param(backend, family, mode, None, id=f"{backend}-{family}-{mode}")
+            if family == "transformer":
+                for peer in peers(backend):
+                    yield pytest.param(backend, family, "peer", peer, id=f"{backend}-peer-{peer}")
+
+
+def build(backend, family, mode, peer, batch, steps):
+    if peer is not None:
+        return peers(backend)[peer][1](batch, steps)
+    subject = prepared(backend, family, DEVICE, batch, MODES[mode], steps=steps)
+    src, valid = W.source(batch)
+    run = subject.greedy if mode == "cached" else subject.recompute
+    return lambda: run(src, valid, steps)
+
+
+@pytest.mark.parametrize("batch", W.BATCHES, ids=lambda b: f"B{b}")
+@pytest.mark.parametrize("backend, family, mode, peer", cases())
+def test_decode(benchmark, steps, backend, family, mode, peer, batch):
+    try:
+        decode = build(backend, family, mode, peer, batch, steps)
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    benchmark.group = f"{backend} {family} batch {batch}"
+    benchmark.extra_info.update(
+        backend=backend, family=family, batch=batch, steps=steps, tokens=batch * steps, device=DEVICE,
+        mode=mode, impl=peers(backend)[peer][0] if peer else f"impls.{backend} {mode}",
+    )
+    tokens = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    assert len(tokens) == batch and all(len(row) == steps for row in tokens)

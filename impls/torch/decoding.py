@@ -1,0 +1,107 @@
+"""Greedy decoding entry points for the benchmarks, one set per backend package.
+
+- `encode(model, src, src_valid_len)`: the encoder alone, native outputs.
+- `greedy_decode(model, src, src_valid_len, bos, steps)`: exactly `steps` greedy tokens, no early
+  stop, carrying the key/value cache or recurrent state: the fastest loop we have.
+- `recompute_greedy_decode(...)`: the same tokens, re-running the decoder over the whole prefix
+  at every step (no cache), the baseline a cache must beat.
+- `stepwise_greedy_decode(...)`: the readable loop, one `Decoder.forward` call per token; the fast
+  path must agree with it (tests/test_decoding.py).
+
+Inputs are numpy arrays (or tensors); tokens come back as a numpy int64 array (batch, steps), so a
+caller's clock also covers any device work still in flight.
+
+Below SERIAL_BELOW_BATCH rows both decode loops run on one intra-op thread (restored afterwards):
+each op of a step is then a few microseconds of work, and forking a thread team for it costs more
+than it saves. Measured at batch 1 (workload model, 2 threads available, interleaved calls): one
+thread ~2,600-3,200 tokens/s, two threads ~2,300-2,700 when the cores are otherwise idle, and
+10-20 tokens/s when other jobs share the cores and every fork waits for a descheduled worker.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from . import fast_transformer
+from .transformer import TransformerDecoder
+
+
+SERIAL_BELOW_BATCH = 8
+
+
+@contextlib.contextmanager
+def _threads_for(batch, device):
+    threads = torch.get_num_threads()
+    if batch >= SERIAL_BELOW_BATCH or threads == 1 or device.type != "cpu":
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _device(model):
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _tokens(a, device):
+    return torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a, dtype=torch.long, device=device)
+
+
+def _start(model, src, src_valid_len):
+    device = _device(model)
+    src, valid = _tokens(src, device), _tokens(src_valid_len, device)
+    return src, valid, model.encoder(src, valid)
+
+
+@torch.inference_mode()
+def encode(model, src, src_valid_len):
+    return _start(model, src, src_valid_len)[2]
+
+
+@torch.inference_mode()
+def stepwise_greedy_decode(model, src, src_valid_len, bos, steps):
+    """The d2l loop, on the model's threads as they are: the readable baseline."""
+    src, valid, enc = _start(model, src, src_valid_len)
+    state = model.decoder.init_state(enc, valid)
+    tokens = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
+    out = []
+    for _ in range(steps):
+        logits, state = model.decoder(tokens, state)
+        tokens = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(tokens)
+    return torch.cat(out, 1).cpu().numpy()
+
+
+@torch.inference_mode()
+def greedy_decode(model, src, src_valid_len, bos, steps):
+    decoder = model.decoder
+    with _threads_for(len(src), _device(model)):
+        # The lean loop ignores dropout, so a model in training mode takes the readable path.
+        if isinstance(decoder, TransformerDecoder) and not decoder.training:
+            src, valid, enc = _start(model, src, src_valid_len)
+            return fast_transformer.greedy(decoder, enc, valid, bos, steps).cpu().numpy()
+        # Recurrent decoders already do one fused cell call per step: the d2l loop is the fast one.
+        return stepwise_greedy_decode(model, src, src_valid_len, bos, steps)
+
+
+@torch.inference_mode()
+def recompute_greedy_decode(model, src, src_valid_len, bos, steps):
+    with _threads_for(len(src), _device(model)):
+        return _recompute(model, src, src_valid_len, bos, steps)
+
+
+def _recompute(model, src, src_valid_len, bos, steps):
+    src, valid, enc = _start(model, src, src_valid_len)
+    # A fresh state holds nothing decoded yet, and Decoder.forward never mutates it: reusable.
+    fresh = model.decoder.init_state(enc, valid)
+    prefix = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
+    for _ in range(steps):
+        logits, _ = model.decoder(prefix, fresh)
+        prefix = torch.cat((prefix, logits[:, -1].argmax(-1, keepdim=True)), 1)
+    return prefix[:, 1:].cpu().numpy()

@@ -1,0 +1,63 @@
+"""The PyTorch decoding entry points the benchmarks time agree with the d2l interface the conformance
+suite checks: greedy_decode (the lean Transformer loop included) and recompute_greedy_decode give the
+tokens of a step-by-step decode through Decoder.forward."""
+import numpy as np
+import pytest
+import torch
+
+from conformance.spec import FAMILIES, ModelSpec
+from impls.torch import fast_transformer, greedy_decode, make_model, recompute_greedy_decode, stepwise_greedy_decode
+
+
+def source(batch, src_steps=7, vocab=23, seed=0):
+    rng = np.random.default_rng(seed)
+    valid = rng.integers(1, src_steps + 1, size=batch)
+    valid[0] = src_steps
+    return rng.integers(0, vocab, size=(batch, src_steps)), valid
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_and_recompute_give_the_stepwise_tokens(family):
+    model = make_model(ModelSpec(family))  # float64: ties cannot flip between summation orders
+    src, valid = source(batch=5)
+    expected = stepwise_greedy_decode(model, src, valid, bos=1, steps=12)
+    assert expected.shape == (5, 12) and expected.dtype == np.int64
+    np.testing.assert_array_equal(greedy_decode(model, src, valid, bos=1, steps=12), expected)
+    np.testing.assert_array_equal(recompute_greedy_decode(model, src, valid, bos=1, steps=12), expected)
+
+
+@pytest.mark.parametrize("batch", [1, fast_transformer.PACK_MIN_BATCH + 1], ids=["gemv", "packed"])
+def test_lean_transformer_step_matches_decoder_forward(batch):
+    """Teacher-forced, so float32 rounding differences cannot compound through different tokens."""
+    spec = ModelSpec("transformer", num_hiddens=64, ffn_num_hiddens=128, tgt_vocab=50, dtype="float32")
+    model = make_model(spec)
+    src, valid = source(batch)
+    tgt = torch.as_tensor(np.random.default_rng(1).integers(0, spec.tgt_vocab, size=(batch, 10)))
+    with torch.inference_mode():
+        src_t, valid_t = torch.as_tensor(src), torch.as_tensor(valid)
+        memory = model.encoder(src_t, valid_t)
+        state = model.decoder.init_state(memory, valid_t)
+        lean = fast_transformer.TransformerGreedy(model.decoder, memory, valid_t, steps=tgt.shape[1])
+        for t in range(tgt.shape[1]):
+            expected, state = model.decoder(tgt[:, t : t + 1], state)
+            torch.testing.assert_close(lean.step(tgt[:, t], t), expected[:, 0], atol=1e-5, rtol=1e-4)
+
+
+def test_greedy_decode_leaves_the_model_alone():
+    model = make_model(ModelSpec("transformer", dtype="float32"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    greedy_decode(model, *source(batch=3), bos=1, steps=5)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert not model.training
+
+
+def test_small_batch_runs_single_threaded_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        greedy_decode(make_model(ModelSpec("transformer")), *source(batch=1), bos=1, steps=3)
+        recompute_greedy_decode(make_model(ModelSpec("gru")), *source(batch=1), bos=1, steps=3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
