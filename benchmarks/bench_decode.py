@@ -8,11 +8,19 @@ Each combination runs in its own process; `setup` builds the model once per proc
 up (tracing, compilation, caches) at the timed shape, so the timed call is steady-state.
 Unavailable combinations (no GPU, a backend without `greedy_decode` yet) skip with a reason.
 """
+import itertools
+
 from . import workload as W
 from .backends import median_seconds, prepared
 
 GRID = [list(W.BACKENDS), list(W.FAMILIES), list(W.BATCHES), list(W.DEVICES)]
 GRID_NAMES = ["backend", "family", "batch", "device"]
+
+
+def cuda_without_gpu(params):
+    """asv's skip_params: on a machine with no GPU, every cuda combination is skipped before setup,
+    so no framework is imported just to learn that; elsewhere each backend's check decides."""
+    return [] if W.gpu_device_present() else [c for c in itertools.product(*params) if "cuda" in c]
 
 
 class _Timed:
@@ -33,6 +41,7 @@ class GreedyDecode(_Timed):
 
     params = GRID + [list(W.DECODE_LENGTHS)]
     param_names = GRID_NAMES + ["steps"]
+    skip_params = cuda_without_gpu(params)
 
     def setup(self, backend, family, batch, device, steps):
         self.subject = prepared(backend, family, device, batch, "greedy_decode", "encode", steps=steps)
@@ -54,6 +63,7 @@ class CachedVsRecompute(_Timed):
 
     params = GRID
     param_names = GRID_NAMES
+    skip_params = cuda_without_gpu(params)
 
     def setup(self, backend, family, batch, device):
         self.subject = prepared(backend, family, device, batch, "greedy_decode", "recompute_greedy_decode",
@@ -72,6 +82,7 @@ class Encode(_Timed):
 
     params = GRID
     param_names = GRID_NAMES
+    skip_params = cuda_without_gpu(params)
 
     def setup(self, backend, family, batch, device):
         self.subject = prepared(backend, family, device, batch, "encode")
@@ -90,6 +101,7 @@ class PeakMemory:
 
     params = GRID
     param_names = GRID_NAMES
+    skip_params = cuda_without_gpu(params)
     timeout = 600
 
     def setup(self, backend, family, batch, device):

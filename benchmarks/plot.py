@@ -1,7 +1,7 @@
 """Turn a `python -m benchmarks.ratios --json` run into docs/throughput.png and docs/throughput.md.
 
     python -m benchmarks.ratios --json docs/benchmarks.json
-    python benchmarks/plot.py docs/benchmarks.json [--out docs/throughput]
+    python benchmarks/plot.py docs/benchmarks.json [--out docs/throughput] [--readme README.md]
 
 The Markdown holds the machine, the workload, tokens/s by backend x family x batch (cached and
 full-prefix recompute), the peers side by side, every target with its measured ratio, and seconds
@@ -13,6 +13,9 @@ import argparse
 import json
 import pathlib
 import sys
+
+
+BEGIN, END = "<!-- throughput:begin (benchmarks/plot.py --readme) -->", "<!-- throughput:end -->"
 
 
 def _rows(run, table):
@@ -27,8 +30,11 @@ def machine_line(run):
 
 
 def markdown(run):
+    repeats = "; ".join(f"{table} {r['passes']} pass(es) of {r['calls']} call(s) per contender"
+                        for table, r in run["repeats"].items())
     lines = [f"Machine: {machine_line(run)}.", "",
-             f"Workload: {run['workload']}. Medians over {run['passes']} interleaved passes.", ""]
+             f"Workload: {run['workload']}. Contenders called in turn; medians over calls, then over passes "
+             f"({repeats}).", ""]
     cache = _rows(run, "cache")
     if cache:
         lines += [f"Tokens/s, greedy decoding of {cache[0]['steps']} tokens (encoder included):", "",
@@ -41,13 +47,14 @@ def markdown(run):
         lines.append("")
     peer_rows = _rows(run, "peers")
     if peer_rows:
-        lines += [f"Reference Transformers beside their peers, tokens/s, {peer_rows[0]['steps']} tokens:", "",
-                  "| backend | batch | implementation | tokens/s | reference / it |", "|---|---:|---|---:|---:|"]
+        lines += [f"Reference Transformers against each peer, interleaved in pairs, tokens/s, "
+                  f"{peer_rows[0]['steps']} tokens:", "",
+                  "| backend | batch | peer | peer tokens/s | reference tokens/s | reference / peer |",
+                  "|---|---:|---|---:|---:|---:|"]
         for r in peer_rows:
             t = r["tokens_per_s"]
-            for name, rate in t.items():
-                lines.append(f"| {r['backend']} | {r['batch']} | {name} | {rate:,.0f} | "
-                             f"{t['reference'] / rate:.2f}x |")
+            lines.append(f"| {r['backend']} | {r['batch']} | {r['slow']} | {t[r['slow']]:,.0f} | "
+                         f"{t['reference']:,.0f} | {r['ratio']:.2f}x |")
         lines.append("")
     targets = [r for r in peer_rows + cache if r["target"] is not None]
     if targets:
@@ -100,6 +107,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="the JSON written by python -m benchmarks.ratios --json")
     parser.add_argument("--out", default="docs/throughput", help="output path without suffix")
+    parser.add_argument("--readme", help=f"also replace the text between {BEGIN} and {END} in this file")
     args = parser.parse_args(argv)
     run = json.loads(pathlib.Path(args.run).read_text())
     out = pathlib.Path(args.out)
@@ -108,6 +116,10 @@ def main(argv=None):
         plot(run, out.with_suffix(".png"))
     text = markdown(run)
     out.with_suffix(".md").write_text(text)
+    if args.readme:
+        readme = pathlib.Path(args.readme)
+        before, rest = readme.read_text().split(BEGIN, 1)
+        readme.write_text(before + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
     print(text)
     return 0
 

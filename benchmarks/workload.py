@@ -94,6 +94,12 @@ def describe() -> str:
             f"source length {SRC_LEN}; greedy, no early stop; {THREADS} threads")
 
 
+def gpu_device_present() -> bool:
+    """An NVIDIA device node exists: the cheap test that lets a CPU-only machine skip every cuda
+    benchmark without importing a framework (whether a backend sees the GPU is checked in setup)."""
+    return os.path.exists("/dev/nvidiactl")
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -52,12 +52,26 @@ def test_greedy_decode_leaves_the_model_alone():
     assert not model.training
 
 
-def test_small_batch_runs_single_threaded_and_restores_the_thread_count():
+def test_small_batch_settings_are_restored():
+    """Small batches decode on one thread without oneDNN; the caller's settings come back."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         greedy_decode(make_model(ModelSpec("transformer")), *source(batch=1), bos=1, steps=3)
-        recompute_greedy_decode(make_model(ModelSpec("gru")), *source(batch=1), bos=1, steps=3)
-        assert torch.get_num_threads() == 2
+        recompute_greedy_decode(make_model(ModelSpec("lstm")), *source(batch=1), bos=1, steps=3)
+        assert torch.get_num_threads() == 2 and torch.backends.mkldnn.enabled
     finally:
         torch.set_num_threads(before)
+
+
+def test_lean_loop_sees_weights_changed_after_a_decode():
+    """The rearranged weights are reused across calls, but never after a parameter changed."""
+    model = make_model(ModelSpec("transformer"))
+    src, valid = source(batch=3)
+    before = greedy_decode(model, src, valid, bos=1, steps=8)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.copy_(torch.randn_like(p))
+    after = greedy_decode(model, src, valid, bos=1, steps=8)
+    np.testing.assert_array_equal(after, stepwise_greedy_decode(model, src, valid, bos=1, steps=8))
+    assert not np.array_equal(after, before), "re-drawn weights should change the tokens"

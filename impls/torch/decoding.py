@@ -11,11 +11,13 @@
 Inputs are numpy arrays (or tensors); tokens come back as a numpy int64 array (batch, steps), so a
 caller's clock also covers any device work still in flight.
 
-Below SERIAL_BELOW_BATCH rows both decode loops run on one intra-op thread (restored afterwards):
-each op of a step is then a few microseconds of work, and forking a thread team for it costs more
-than it saves. Measured at batch 1 (workload model, 2 threads available, interleaved calls): one
-thread ~2,600-3,200 tokens/s, two threads ~2,300-2,700 when the cores are otherwise idle, and
-10-20 tokens/s when other jobs share the cores and every fork waits for a descheduled worker.
+Below SMALL_BATCH rows both decode loops run on one intra-op thread and without oneDNN (both
+restored afterwards): each op of a step is then a few microseconds of work, and forking a thread
+team for it costs more than it saves. Measured at batch 1 (workload model, 2 threads available,
+interleaved calls): one thread ~2,600-3,200 tokens/s, two threads ~2,300-2,700 when the cores are
+otherwise idle, and 10-20 tokens/s when other jobs share the cores and every fork waits for a
+descheduled worker. oneDNN's LSTM sets up its primitive on every call: 128 steps at batch 1 took
+81 ms with it and 26 ms with PyTorch's own kernels (at batch 32, 194 ms against 226 ms: kept).
 """
 from __future__ import annotations
 
@@ -28,18 +30,20 @@ from . import fast_transformer
 from .transformer import TransformerDecoder
 
 
-SERIAL_BELOW_BATCH = 8
+SMALL_BATCH = 8
 
 
 @contextlib.contextmanager
-def _threads_for(batch, device):
-    threads = torch.get_num_threads()
-    if batch >= SERIAL_BELOW_BATCH or threads == 1 or device.type != "cpu":
+def _settings_for(batch, device):
+    if batch >= SMALL_BATCH or device.type != "cpu":
         yield
         return
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        # None leaves a flag alone (touching allow_tf32 warns on CPU-only builds).
+        with torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None):
+            yield
     finally:
         torch.set_num_threads(threads)
 
@@ -81,7 +85,7 @@ def stepwise_greedy_decode(model, src, src_valid_len, bos, steps):
 @torch.inference_mode()
 def greedy_decode(model, src, src_valid_len, bos, steps):
     decoder = model.decoder
-    with _threads_for(len(src), _device(model)):
+    with _settings_for(len(src), _device(model)):
         # The lean loop ignores dropout, so a model in training mode takes the readable path.
         if isinstance(decoder, TransformerDecoder) and not decoder.training:
             src, valid, enc = _start(model, src, src_valid_len)
@@ -92,7 +96,7 @@ def greedy_decode(model, src, src_valid_len, bos, steps):
 
 @torch.inference_mode()
 def recompute_greedy_decode(model, src, src_valid_len, bos, steps):
-    with _threads_for(len(src), _device(model)):
+    with _settings_for(len(src), _device(model)):
         return _recompute(model, src, src_valid_len, bos, steps)
 
 

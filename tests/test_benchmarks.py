@@ -1,0 +1,98 @@
+"""The benchmark harness runs and reports correctly. Nothing here asserts a speed: figures come from
+`python -m benchmarks.ratios` and asv (docs/benchmarks.md)."""
+import itertools
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from benchmarks import compare, plot
+from benchmarks.backends import Unavailable, subject
+
+ROOT = compare.ROOT
+
+
+def test_every_side_by_side_case_runs_once():
+    """`pytest benchmarks/` without --benchmark-only decodes 8 tokens once per case, every backend."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " failed" not in run.stdout and " error" not in run.stdout
+
+
+def test_asv_discovers_the_suite():
+    run = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow", "mxnet"])
+def test_a_device_the_backend_cannot_see_is_unavailable_not_an_error(backend):
+    try:
+        subject(backend, "gru", "cuda")
+    except Unavailable as exc:
+        assert "no" in str(exc) and ("GPU" in str(exc) or "CUDA" in str(exc))
+    else:
+        pytest.skip(f"{backend} sees a GPU here")
+
+
+def test_unknown_backend_is_unavailable():
+    with pytest.raises(Unavailable, match="unknown backend"):
+        subject("jax", "gru", "cpu")
+
+
+ASV_COMPARE = textwrap.dedent("""\
+    | Change   | Before [aaaa]   | After [bbbb]   |   Ratio | Benchmark (Parameter)                       |
+    |----------|-----------------|----------------|---------|---------------------------------------------|
+    | +        | 21.1±1ms        | 27.9±0.7ms     |    1.33 | bench_decode.GreedyDecode.time_greedy_decode('torch', 'gru', 1, 'cpu', 128) |
+    | -        | 165±6ms         | 120±10ms       |    0.73 | bench_decode.GreedyDecode.time_greedy_decode('torch', 'gru', 32, 'cpu', 128) |
+    |          | 38.4±2ms        | 39.3±3ms       |    1.02 | bench_decode.GreedyDecode.time_greedy_decode('torch', 'transformer', 1, 'cpu', 128) |
+    | !        | 341±20ms        | failed         |     n/a | bench_decode.GreedyDecode.time_greedy_decode('torch', 'transformer', 32, 'cpu', 128) |
+""")
+
+
+def test_compare_fails_on_slower_and_newly_failing_rows_only():
+    worse = compare.regressions(ASV_COMPARE)
+    assert len(worse) == 2 and "'gru', 1, 'cpu'" in worse[0] and "'transformer', 32, 'cpu'" in worse[1], worse
+
+
+def run_fixture():
+    machine = dict(cpu="Test CPU", cores=2, threads=2, python="3.11", versions={"torch": "2.13.0"})
+    cache = [dict(table="cache", backend="torch", family=f, batch=b, steps=128, fast="cached", slow="recompute",
+                  target=3.0, ratios=[r], ratio=r, tokens_per_s=dict(cached=1000.0 * r, recompute=1000.0),
+                  met=r >= 3.0)
+             for f, b, r in (("gru", 1, 20.0), ("gru", 32, 2.5), ("transformer", 1, 14.0))]
+    peer = dict(table="peers", backend="torch", family="transformer", batch=1, steps=32, fast="reference",
+                slow="hf-bart-loop", target=2.3, ratios=[2.4], ratio=2.4,
+                tokens_per_s={"reference": 2400.0, "hf-bart-loop": 1000.0}, met=True)
+    lengths = dict(table="lengths", backend="torch", family="gru", batch=1, met=True,
+                   seconds_per_token={"32": 1.5e-4, "64": 1.6e-4})
+    return dict(machine=machine, workload="tiny", repeats={"peers": dict(passes=3, calls=5)},
+                rows=[peer, *cache, lengths])
+
+
+def test_plot_writes_the_readme_table_and_the_png(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run_fixture()))
+    assert plot.main([str(path), "--out", str(tmp_path / "throughput")]) == 0
+    text = (tmp_path / "throughput.md").read_text()
+    assert "Test CPU, 2 cores available, 2 threads per framework" in text
+    assert "| torch | gru | 32 | 2,500 | 1,000 | 2.5x |" in text  # tokens/s cached, recompute, ratio
+    assert "| torch | 1 | hf-bart-loop | 1,000 | 2,400 | 2.40x |" in text
+    assert "| torch | gru | 32 | 2.50x | cached / recompute | 3.0x | **no** |" in text  # a missed target shows
+    assert "| torch | gru | 1 | 150.0 | 160.0 |" in text  # µs per token by length
+    assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_a_gpu_every_cuda_combination_skips_before_setup():
+    from benchmarks import bench_decode, workload
+
+    if workload.gpu_device_present():
+        pytest.skip("this machine has a GPU: each backend's own check decides")
+    for cls in (bench_decode.GreedyDecode, bench_decode.CachedVsRecompute, bench_decode.Encode,
+                bench_decode.PeakMemory):
+        devices = {combo[3] for combo in cls.skip_params}
+        assert devices == {"cuda"}, f"{cls.__name__} skips {devices}"
+        assert len(cls.skip_params) == len(list(itertools.product(*cls.params))) // 2, cls.__name__
