@@ -1,35 +1,20 @@
-"""The MXNet decoding entry points the benchmarks time agree with the d2l interface the conformance
-suite checks: greedy_decode (one cached graph per token) and recompute_greedy_decode give the
-tokens of a step-by-step decode through Decoder.forward with the returned state."""
+"""MXNet's fast decoding paths: one cached graph for every batch and length, the d2l path left alone,
+and out-of-vocabulary input. That greedy_decode gives the stepwise tokens for every family is in
+test_decoding.py."""
 import warnings
 
 import numpy as np
 import pytest
 
 from conformance.spec import FAMILIES, ModelSpec
+from tests.decoding_inputs import source
 
 M = pytest.importorskip("impls.mxnet")
-
-
-def source(batch, src_steps=7, vocab=23, seed=0):
-    rng = np.random.default_rng(seed)
-    valid = rng.integers(1, src_steps + 1, size=batch)
-    valid[0] = src_steps
-    return rng.integers(0, vocab, size=(batch, src_steps)), valid
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def family_model(request):
     return M.make_model(ModelSpec(request.param))  # float64: ties cannot flip between summation orders
-
-
-def test_greedy_and_recompute_give_the_stepwise_tokens(family_model):
-    model = family_model
-    src, valid = source(batch=5)
-    expected = M.stepwise_greedy_decode(model, src, valid, bos=1, steps=12)
-    assert expected.shape == (5, 12) and expected.dtype == np.int64
-    np.testing.assert_array_equal(M.greedy_decode(model, src, valid, bos=1, steps=12), expected)
-    np.testing.assert_array_equal(M.recompute_greedy_decode(model, src, valid, bos=1, steps=12), expected)
 
 
 def test_one_graph_serves_every_batch_and_length(family_model):

@@ -1,30 +1,14 @@
-"""The TensorFlow decoding entry points the benchmarks time agree with the d2l interface the conformance
-suite checks: greedy_decode (one XLA-compiled loop, the Transformer's cache preallocated) and
-recompute_greedy_decode give the tokens of a step-by-step decode through Decoder.call."""
+"""TensorFlow's fast decoding paths: the preallocated-cache step of the XLA loop against Decoder.call,
+one trace per shape, and out-of-range inputs. That greedy_decode gives the stepwise tokens for every
+family is in test_decoding.py."""
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from conformance.spec import FAMILIES, ModelSpec  # noqa: E402
-from impls.tensorflow import decoding, greedy_decode, make_model, recompute_greedy_decode, stepwise_greedy_decode  # noqa: E402
-
-
-def source(batch, src_steps=7, vocab=23, seed=0):
-    rng = np.random.default_rng(seed)
-    valid = rng.integers(1, src_steps + 1, size=batch)
-    valid[0] = src_steps
-    return rng.integers(0, vocab, size=(batch, src_steps)), valid
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_and_recompute_give_the_stepwise_tokens(family):
-    model = make_model(ModelSpec(family))  # float64: ties cannot flip between summation orders
-    src, valid = source(batch=5)
-    expected = stepwise_greedy_decode(model, src, valid, bos=1, steps=12)
-    assert expected.shape == (5, 12) and expected.dtype == np.int64
-    np.testing.assert_array_equal(greedy_decode(model, src, valid, bos=1, steps=12), expected)
-    np.testing.assert_array_equal(recompute_greedy_decode(model, src, valid, bos=1, steps=12), expected)
+from conformance.spec import ModelSpec  # noqa: E402
+from tests.decoding_inputs import source  # noqa: E402
+from impls.tensorflow import decoding, greedy_decode, make_model  # noqa: E402
 
 
 def test_preallocated_cache_step_matches_decoder_call():
