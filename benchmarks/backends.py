@@ -23,7 +23,7 @@ import numpy as np
 
 from . import workload
 
-API = ("greedy_decode", "recompute_greedy_decode", "encode")
+MODES = {"cached": "greedy_decode", "recompute": "recompute_greedy_decode"}  # how a decode keeps its past
 
 
 class Unavailable(NotImplementedError):
@@ -67,9 +67,14 @@ def _tf_sync(device):
         tf.test.experimental.sync_devices()
 
 
-def _mx_device(device):
-    import mxnet as mx
+def _mx():
+    from conformance.compat import import_mxnet  # MXNet 1.9 needs the numpy shim kept there
 
+    return import_mxnet()
+
+
+def _mx_device(device):
+    mx = _mx()
     if device == "cuda" and mx.context.num_gpus() == 0:
         raise Unavailable("mxnet sees no GPU")
     return contextlib.nullcontext
@@ -77,16 +82,12 @@ def _mx_device(device):
 
 def _mx_place(model, device):
     if device == "cuda":
-        import mxnet as mx
-
-        model.collect_params().reset_ctx(mx.gpu(0))
+        model.collect_params().reset_ctx(_mx().gpu(0))
     return model
 
 
 def _mx_sync(device):
-    import mxnet as mx
-
-    mx.nd.waitall()  # MXNet's engine is asynchronous on CPU too
+    _mx().nd.waitall()  # MXNet's engine is asynchronous on CPU too
 
 
 GLUE = {  # backend: (device check -> scope factory, place model, wait for pending work)
@@ -187,6 +188,15 @@ def peers(backend: str) -> dict:
         return importlib.import_module(f"{__package__}.peers_{backend}").PEERS
     except ModuleNotFoundError:
         return {}
+
+
+def decode_call(backend, family, device, batch, mode, steps):
+    """A no-argument call decoding the workload's source, `steps` tokens, "cached" or "recompute";
+    built and warmed up at this shape."""
+    subj = prepared(backend, family, device, batch, MODES[mode], steps=steps)
+    src, valid = workload.source(batch)
+    run = subj.greedy if mode == "cached" else subj.recompute
+    return lambda: run(src, valid, steps)
 
 
 def median_seconds(fn, repeat=5):

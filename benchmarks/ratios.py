@@ -31,7 +31,7 @@ import tempfile
 import time
 
 from . import workload as W  # first: pins threads before any framework loads
-from .backends import Unavailable, peers, prepared
+from .backends import Unavailable, decode_call, peers, prepared
 
 # backend: (the peer its reference Transformer is held against, {batch: minimum tokens/s ratio})
 PEER_TARGETS = {
@@ -43,11 +43,7 @@ CACHE_TARGET = 3.0  # at W.STEPS tokens, where recompute's quadratic cost shows
 
 
 def reference(backend, family, mode, batch, steps):
-    name = "greedy_decode" if mode == "cached" else "recompute_greedy_decode"
-    subject = prepared(backend, family, "cpu", batch, name, steps=steps)  # built and warmed up at this shape
-    src, valid = W.source(batch)
-    run = subject.greedy if mode == "cached" else subject.recompute
-    return lambda: run(src, valid, steps)
+    return decode_call(backend, family, "cpu", batch, mode, steps)
 
 
 def interleaved(fns: dict, passes: int, calls: int) -> list[dict]:

@@ -18,11 +18,10 @@ import os
 import pytest
 
 from . import workload as W
-from .backends import Unavailable, peers, prepared
+from .backends import MODES, Unavailable, decode_call, peers
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
-MODES = {"cached": "greedy_decode", "recompute": "recompute_greedy_decode"}
 
 
 def cases():
@@ -38,10 +37,7 @@ def cases():
 def build(backend, family, mode, peer, batch, steps):
     if peer is not None:
         return peers(backend)[peer][1](batch, steps)
-    subject = prepared(backend, family, DEVICE, batch, MODES[mode], steps=steps)
-    src, valid = W.source(batch)
-    run = subject.greedy if mode == "cached" else subject.recompute
-    return lambda: run(src, valid, steps)
+    return decode_call(backend, family, DEVICE, batch, mode, steps)
 
 
 @pytest.mark.parametrize("batch", W.BATCHES, ids=lambda b: f"B{b}")

@@ -120,9 +120,8 @@ _WEIGHTS = weakref.WeakKeyDictionary()
 
 
 def _weights(decoder, batch):
-    params = list(decoder.parameters())
-    key = (tuple((p.data_ptr(), p._version) for p in params),
-           batch if any(_packable(p, batch) for p in params[:1]) else None)
+    key = (tuple((p.data_ptr(), p._version) for p in decoder.parameters()),
+           batch if _packable(decoder.dense.weight, batch) else None)  # packing is per batch size
     cached = _WEIGHTS.get(decoder)
     if cached is None or cached[0] != key:
         cached = _WEIGHTS[decoder] = (key, _DecoderWeights(decoder, batch))
