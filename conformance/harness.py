@@ -13,8 +13,9 @@ import re
 
 import numpy as np
 
-from .inputs import Batch
+from .inputs import Batch, Vocabulary
 from .protocol import Seq2SeqAdapter
+from .trees import opaque_leaves
 
 
 class ConformanceError(Exception):
@@ -33,6 +34,10 @@ class BadOutput(ConformanceError):
     """The implementation returned something the interface does not allow."""
 
 
+class OpaqueState(ConformanceError):
+    """A tree holds an object the suite cannot see into, so no contract on it can be checked."""
+
+
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -49,11 +54,13 @@ def shape_of(a) -> str:
 
 
 class CheckedModel:
-    def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, note: str = ""):
+    def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, vocab: Vocabulary, note: str = ""):
         self.adapter = adapter
         self.spec = spec
         self.impl_name = impl_name
+        self.vocab = vocab  # the spec's vocabularies, or those the model declared
         self.note = note  # why this model runs in a dtype other than the one asked for, if it does
+        self.precision = adapter.dtype  # whose tolerances apply: see conformance.precision
 
     @property
     def dtype(self) -> str:
@@ -73,7 +80,7 @@ class CheckedModel:
             raise ModelRaised(f"{what} raised {one_line(exc)}") from exc
 
     def _logits(self, logits, batch: int, steps: int, what: str) -> np.ndarray:
-        expected = (batch, steps, self.spec.tgt_vocab)
+        expected = (batch, steps, self.vocab.tgt_size)
         if not isinstance(logits, np.ndarray) or not np.issubdtype(logits.dtype, np.floating):
             kind = getattr(logits, "dtype", type(logits).__name__)
             raise BadOutput(f"{what} returned logits of type {kind}, but should return a floating array")
@@ -113,7 +120,15 @@ class CheckedModel:
 
     def to_numpy(self, tree):
         with self.calling("to_numpy(tree)"):
-            return self.adapter.to_numpy(tree)
+            converted = self.adapter.to_numpy(tree)
+        opaque = opaque_leaves(converted)
+        if opaque:
+            path, kind = opaque[0]
+            raise OpaqueState(
+                f"leaf {path} is a {kind}, which the suite cannot see into, so it cannot compare, snapshot or "
+                f"reorder it: register a state codec for it (conformance.register_state_codec)"
+            )
+        return converted
 
     def from_numpy(self, tree):
         with self.calling("from_numpy(tree)"):

@@ -30,6 +30,30 @@ BATCHED = tuple(c for c in CASES if c.batch >= 2)
 
 
 @dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """The token ids a model has on each side (0..size-1), and those with a special meaning (padding,
+    BOS, EOS) that the suite never draws as ordinary tokens nor lets greedy decoding choose."""
+
+    src_size: int
+    tgt_size: int
+    reserved_src: frozenset[int] = frozenset()
+    reserved_tgt: frozenset[int] = frozenset()
+
+    def size(self, side: str) -> int:
+        return self.src_size if side == "src" else self.tgt_size
+
+    def ordinary(self, side: str) -> np.ndarray:
+        """The ids the suite draws on `side`, ascending."""
+        ids = np.arange(self.size(side))
+        return ids[~np.isin(ids, list(self.reserved_src if side == "src" else self.reserved_tgt))]
+
+    def greedy(self, logits: np.ndarray) -> np.ndarray:
+        """argmax over the last axis, among the ordinary target ids (a decoder never emits padding)."""
+        ordinary = self.ordinary("tgt")
+        return ordinary[np.argmax(logits[..., ordinary], axis=-1)]
+
+
+@dataclasses.dataclass(frozen=True)
 class Batch:
     src: np.ndarray  # (batch, src_steps) int64
     src_valid_len: np.ndarray  # (batch,) int64, 1..src_steps
@@ -48,18 +72,25 @@ class Batch:
         return dataclasses.replace(self, src=np.asarray(src, dtype=np.int64), src_valid_len=lens)
 
 
-def random_batch(rng: np.random.Generator, spec, case: Case, full_first: bool = True) -> Batch:
-    """Uniform tokens; ragged valid lengths. The first example fills the source unless told not to."""
+def random_tokens(rng: np.random.Generator, vocab: Vocabulary, side: str, shape) -> np.ndarray:
+    """Ordinary ids of `side`, uniformly."""
+    return rng.choice(vocab.ordinary(side), size=shape).astype(np.int64)
+
+
+def random_batch(rng: np.random.Generator, vocab: Vocabulary, case: Case, full_first: bool = True) -> Batch:
+    """Uniform ordinary tokens; ragged valid lengths. The first example fills the source unless told not to."""
     lens = rng.integers(1, case.src_steps + 1, size=case.batch)
     if full_first:
         lens[0] = case.src_steps
     return Batch(
-        src=rng.integers(0, spec.src_vocab, size=(case.batch, case.src_steps)),
+        src=random_tokens(rng, vocab, "src", (case.batch, case.src_steps)),
         src_valid_len=lens.astype(np.int64),
-        tgt=rng.integers(0, spec.tgt_vocab, size=(case.batch, case.tgt_steps)),
+        tgt=random_tokens(rng, vocab, "tgt", (case.batch, case.tgt_steps)),
     )
 
 
-def other_tokens(rng: np.random.Generator, tokens: np.ndarray, vocab: int) -> np.ndarray:
-    """Tokens that differ from `tokens` at every position."""
-    return (tokens + rng.integers(1, vocab, size=tokens.shape)) % vocab
+def other_tokens(rng: np.random.Generator, tokens: np.ndarray, vocab: Vocabulary, side: str) -> np.ndarray:
+    """Ordinary tokens that differ from `tokens` (ordinary ones) at every position."""
+    ordinary = vocab.ordinary(side)
+    shift = rng.integers(1, len(ordinary), size=tokens.shape)
+    return ordinary[(np.searchsorted(ordinary, tokens) + shift) % len(ordinary)]

@@ -16,8 +16,9 @@ import numpy as np
 
 from .bridges import as_adapter, seed_frameworks
 from .harness import CheckedModel, ConformanceError, one_line
-from .inputs import Batch
-from .spec import ModelSpec, Unsupported
+from .inputs import Batch, Vocabulary
+from .precision import effective_precision
+from .spec import Declared, ModelSpec, Unsupported
 
 BUILTIN = {
     "torch": "impls.torch:make_model",
@@ -88,19 +89,40 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}: {exc}")
     except Exception as exc:
         return Broken(f"factory {impl.target}(family={spec.family!r}, dtype={spec.dtype!r}) raised {one_line(exc)}")
-    if model is None:
+    declared = model if isinstance(model, Declared) else Declared(model)
+    if declared.model is None:
         return Declined(f"{impl.target} returned None for {spec.family}/{spec.dtype}")
     try:
-        return CheckedModel(as_adapter(model, spec), spec, impl.name)
+        vocab = declared_vocabulary(spec, declared)
+    except ValueError as exc:
+        return Broken(f"{impl.target} declared {exc}")
+    try:
+        return CheckedModel(as_adapter(declared.model, spec), spec, impl.name, vocab)
     except Unsupported as exc:
         return Declined(f"bridge declined {spec.family}/{spec.dtype}: {exc}")
     except Exception as exc:
         return Broken(f"cannot use what {impl.target} returned for {spec.family!r}: {one_line(exc)}")
 
 
+def declared_vocabulary(spec: ModelSpec, declared: Declared) -> Vocabulary:
+    """The spec's vocabularies with what the model declared; ValueError says what is inconsistent."""
+    sizes = {"src": declared.src_vocab or spec.src_vocab, "tgt": declared.tgt_vocab or spec.tgt_vocab}
+    reserved = {"src": frozenset(declared.reserved_src_ids), "tgt": frozenset(declared.reserved_tgt_ids)}
+    for side, size in sizes.items():
+        if not isinstance(size, (int, np.integer)) or size < 2:
+            raise ValueError(f"{side}_vocab={size!r}: a vocabulary has two ids or more")
+        outside = sorted(i for i in reserved[side] if not 0 <= i < size)
+        if outside:
+            raise ValueError(f"reserved_{side}_ids {outside} outside its vocabulary [0, {size})")
+        if size - len(reserved[side]) < 2:
+            raise ValueError(f"reserved_{side}_ids leave fewer than two ordinary ids of {size}")
+    return Vocabulary(int(sizes["src"]), int(sizes["tgt"]), reserved["src"], reserved["tgt"])
+
+
 def smoke_test(model: CheckedModel) -> str:
     """'' if a tiny decode runs and returns logits in the model's dtype, else what went wrong."""
-    batch = Batch(np.zeros((2, 3), np.int64), np.array([3, 2], np.int64), np.zeros((2, 2), np.int64))
+    src, tgt = (int(model.vocab.ordinary(side)[0]) for side in ("src", "tgt"))
+    batch = Batch(np.full((2, 3), src, np.int64), np.array([3, 2], np.int64), np.full((2, 2), tgt, np.int64))
     try:
         logits = model.teacher_forced(batch)
     except ConformanceError as exc:
@@ -133,12 +155,31 @@ class ModelCache:
         """float64 where the implementation can run it, float32 (with a note saying why) otherwise."""
         key = (impl.name, family, "precise")
         if key not in self._built:
-            model = self.get(impl, family, "float64")
-            problem = self.smoke_test(model)
-            if problem:
-                fallback = self.get(impl, family, "float32")
-                if isinstance(fallback, CheckedModel) and not self.smoke_test(fallback):
-                    fallback.note = f"float64 unavailable ({problem}); float32 tolerances apply"
-                    model = fallback
-            self._built[key] = model
+            self._built[key] = self._most_precise(impl, family)
         return self._built[key]
+
+    def _most_precise(self, impl: Impl, family: str):
+        model = self.get(impl, family, "float64")
+        problem = self.smoke_test(model)
+        if not problem:
+            with deadline(self.timeout):
+                model.precision, model.note = effective_precision(model, self.seed)
+            return model
+        fallback = self.get(impl, family, "float32")
+        fallback_problem = self.smoke_test(fallback)
+        if not fallback_problem:
+            fallback.note = f"float64 unavailable ({problem}); float32 tolerances apply"
+            return fallback
+        if isinstance(model, Declined) and isinstance(fallback, Declined):
+            return Declined(model.reason if problem == fallback_problem else f"{problem}; {fallback_problem}")
+        # Usable in neither dtype: an error of the implementation, not a skip, with both reasons.
+        return Broken(f"unusable in float64 ({problem}) and in float32 ({fallback_problem})")
+
+    def refuse_if_all_declined(self, impl: Impl, families: list[str]) -> None:
+        """An implementation that declines every family it is asked for cannot be used at all: that
+        is an error of the run (exit 1), not a run of skipped contracts that passes."""
+        built = {family: self.precise(impl, family) for family in families}
+        if built and all(isinstance(b, Declined) for b in built.values()):
+            reasons = "; ".join(f"{family}: {b.reason}" for family, b in built.items())
+            for family in families:
+                self._built[(impl.name, family, "precise")] = Broken(f"declined every family it was asked for ({reasons})")

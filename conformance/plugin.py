@@ -180,10 +180,15 @@ def pytest_collection_finish(session):
     state = session_of(session.config)
     if state is None or session.config.option.collectonly:
         return
+    wanted: dict[str, list[str]] = {}
     for impl_name, family in dict.fromkeys(i.callspec.params["model"] for i in session.items if is_contract(i)):
-        built = state.models.precise(state.impl(impl_name), family)
-        if isinstance(built, harness.CheckedModel):
-            state.note_model(built)
+        wanted.setdefault(impl_name, []).append(family)
+    for impl_name, families in wanted.items():
+        state.models.refuse_if_all_declined(state.impl(impl_name), families)
+        for family in families:
+            built = state.models.precise(state.impl(impl_name), family)
+            if isinstance(built, harness.CheckedModel):
+                state.note_model(built)
 
 
 def matches(id_: str, nodeid: str) -> bool:
@@ -210,7 +215,7 @@ def model_in(request, model):
 
 @pytest.fixture
 def check(request, model):
-    return Check(request.node.originalname.removeprefix("test_"), model.dtype)
+    return Check(request.node.originalname.removeprefix("test_"), model.precision)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Sequence
 
 # Encoder/decoder pairings the suite knows. `mixed` pairs a Transformer encoder with a
 # recurrent attention decoder: the architecture does not require both halves to share a kind.
@@ -31,3 +32,23 @@ class ModelSpec:
 
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """What a factory returns instead of the bare model when the model has properties the spec cannot
+    know: `return Declared(model, src_vocab=32, tgt_vocab=32, reserved_tgt_ids=(0,))`.
+
+    - `src_vocab`, `tgt_vocab`: the vocabulary sizes the model really has (one vocabulary shared by
+      source and target is sized for both); logits then have `tgt_vocab` entries, and out-of-vocabulary
+      ids are tested against these sizes. Default: the spec's.
+    - `reserved_src_ids`, `reserved_tgt_ids`: ids with a special meaning (padding, BOS, EOS). The suite
+      never draws them as ordinary tokens, and greedy decoding never chooses them.
+    `model` is anything a factory may return: a framework model or a `Seq2SeqAdapter`.
+    """
+
+    model: Any
+    src_vocab: int | None = None
+    tgt_vocab: int | None = None
+    reserved_src_ids: Sequence[int] = ()
+    reserved_tgt_ids: Sequence[int] = ()

@@ -8,29 +8,29 @@ from conformance.inputs import MULTI_STEP, other_tokens, random_batch
 def future_changed(rng, batch, t, vocab):
     """The batch with every target token from position t on replaced by another."""
     tgt = batch.tgt.copy()
-    tgt[:, t:] = other_tokens(rng, tgt[:, t:], vocab)
+    tgt[:, t:] = other_tokens(rng, tgt[:, t:], vocab, "tgt")
     return batch.with_tgt(tgt)
 
 
 @pytest.mark.parametrize("case", MULTI_STEP, ids=str)
 def test_future_tokens_do_not_change_past_logits(model, check, rng, case):
     """For every t: logits[:, :t] are the same whatever the tokens at t, t+1, ... are."""
-    batch = random_batch(rng, model.spec, case)
+    batch = random_batch(rng, model.vocab, case)
     reference = model.teacher_forced(batch)
     for t in range(1, case.tgt_steps):
-        changed = model.teacher_forced(future_changed(rng, batch, t, model.spec.tgt_vocab))
+        changed = model.teacher_forced(future_changed(rng, batch, t, model.vocab))
         check.close(changed[:, :t], reference[:, :t], f"logits before step {t} after changing tokens from step {t} on")
 
 
 @pytest.mark.parametrize("case", MULTI_STEP, ids=str)
 def test_future_tokens_do_not_change_past_gradients(model, check, rng, case):
     """The gradient of any function of logits[:, :t] w.r.t. every parameter ignores tokens at >= t."""
-    batch = random_batch(rng, model.spec, case)
+    batch = random_batch(rng, model.vocab, case)
     t = case.tgt_steps // 2
-    cotangent = np.zeros((*batch.tgt.shape, model.spec.tgt_vocab))
+    cotangent = np.zeros((*batch.tgt.shape, model.vocab.tgt_size))
     cotangent[:, :t] = rng.standard_normal(cotangent[:, :t].shape)
     reference = model.gradients(batch, cotangent)
-    changed = model.gradients(future_changed(rng, batch, t, model.spec.tgt_vocab), cotangent)
+    changed = model.gradients(future_changed(rng, batch, t, model.vocab), cotangent)
     for part, grads in reference.items():
         for name, g in grads.items():
             check.close(changed[part][name], g, f"gradient of logits[:, :{t}] w.r.t. {part} {name}", ())
@@ -39,8 +39,8 @@ def test_future_tokens_do_not_change_past_gradients(model, check, rng, case):
 @pytest.mark.parametrize("case", MULTI_STEP, ids=str)
 def test_changed_token_changes_its_own_logits(model, check, rng, case):
     """The other side of causality: changing the token at t changes logits at t (the input is used)."""
-    batch = random_batch(rng, model.spec, case)
+    batch = random_batch(rng, model.vocab, case)
     reference = model.teacher_forced(batch)
     for t in range(case.tgt_steps):
-        changed = model.teacher_forced(future_changed(rng, batch, t, model.spec.tgt_vocab))
+        changed = model.teacher_forced(future_changed(rng, batch, t, model.vocab))
         check.differ(changed[:, t], reference[:, t], f"logits at step {t} after changing the token at step {t}")

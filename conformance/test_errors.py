@@ -24,9 +24,13 @@ def what_it_did_instead(model, batch, side, token, vocab, logits):
 
 
 def check_raises(model, check, rng, side, where):
-    batch = random_batch(rng, model.spec, CASES[1])
-    vocab = model.spec.src_vocab if side == "src" else model.spec.tgt_vocab
+    batch = random_batch(rng, model.vocab, CASES[1])
+    vocab = model.vocab.size(side)
     token = vocab if where == "vocab_size" else -1
+    try:  # a raise counts as refusing the id only where the same call with in-vocabulary ids works
+        model.teacher_forced(batch)
+    except ModelRaised as exc:
+        check.fail(f"cannot tell whether {side} token id {token} is refused: the same call with in-vocabulary ids raises too: {exc}")
     try:
         logits = model.teacher_forced(with_token(batch, side, token))
     except ModelRaised:

@@ -10,12 +10,16 @@ from conformance.state_helpers import batch_axes, floating_leaf_dtypes
 
 
 @st.composite
-def batches(draw, spec):
+def batches(draw, vocab):
     batch, src_steps, tgt_steps = draw(st.integers(1, 5)), draw(st.integers(1, 7)), draw(st.integers(1, 5))
+
+    def tokens(side, steps):
+        return hnp.arrays(np.int64, (batch, steps), elements=st.sampled_from(vocab.ordinary(side).tolist()))
+
     return Batch(
-        src=draw(hnp.arrays(np.int64, (batch, src_steps), elements=st.integers(0, spec.src_vocab - 1))),
+        src=draw(tokens("src", src_steps)),
         src_valid_len=draw(hnp.arrays(np.int64, (batch,), elements=st.integers(1, src_steps))),
-        tgt=draw(hnp.arrays(np.int64, (batch, tgt_steps), elements=st.integers(0, spec.tgt_vocab - 1))),
+        tgt=draw(tokens("tgt", tgt_steps)),
     )
 
 
@@ -24,9 +28,9 @@ def batches(draw, spec):
 @given(data=st.data())
 def test_logits_shape(model, check, data):
     """decoder(X (B, T), state) -> logits (B, T, tgt_vocab), for any B, source and target length."""
-    batch = data.draw(batches(model.spec), label="batch")
+    batch = data.draw(batches(model.vocab), label="batch")
     logits = model.teacher_forced(batch)
-    expected = (*batch.tgt.shape, model.spec.tgt_vocab)
+    expected = (*batch.tgt.shape, model.vocab.tgt_size)
     if logits.shape != expected:
         check.fail(f"logits shape {logits.shape}, but should be (B, T, V)={expected}")
 
@@ -35,7 +39,7 @@ def test_logits_shape(model, check, data):
 def test_logits_dtype_follows_spec(model_in, check, dtype, rng):
     """A model built for spec.dtype computes in it: logits and floating encoder/state leaves."""
     model = model_in(dtype)
-    batch = random_batch(rng, model.spec, CASES[1])
+    batch = random_batch(rng, model.vocab, CASES[1])
     enc = model.encode(batch.src, batch.src_valid_len)
     state = model.init_state(enc, batch.src_valid_len)
     logits, state = model.decode(batch.tgt, state)
@@ -49,7 +53,7 @@ def test_logits_dtype_follows_spec(model_in, check, dtype, rng):
 
 def two_batch_sizes(model, rng, case, make_tree):
     """The tree `make_tree(batch)` builds for B and for B + 2 examples (same lengths), as numpy."""
-    batch = random_batch(rng, model.spec, case)
+    batch = random_batch(rng, model.vocab, case)
     larger = batch.take(list(range(case.batch)) + [0, case.batch - 1])
     return model.to_numpy(make_tree(batch)), model.to_numpy(make_tree(larger)), case.batch, case.batch + 2
 

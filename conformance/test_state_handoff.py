@@ -9,15 +9,15 @@ from conformance.inputs import CASES, other_tokens, random_batch
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_forward_chains_encoder_and_decoder(model, check, rng, case):
     """EncoderDecoder.forward(enc_X, dec_X, lens) == decoder(dec_X, init_state(encoder(enc_X, lens), lens))[0]."""
-    batch = random_batch(rng, model.spec, case)
+    batch = random_batch(rng, model.vocab, case)
     check.close(model.forward(batch), model.teacher_forced(batch), "forward vs encoder -> init_state -> decoder")
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_outputs_depend_on_source(model, check, rng, case):
     """Replacing every source token changes every example's logits."""
-    batch = random_batch(rng, model.spec, case)
-    changed = batch.with_src(other_tokens(rng, batch.src, model.spec.src_vocab))
+    batch = random_batch(rng, model.vocab, case)
+    changed = batch.with_src(other_tokens(rng, batch.src, model.vocab, "src"))
     before, after = model.teacher_forced(batch), model.teacher_forced(changed)
     for i in range(case.batch):
         check.differ(after[i], before[i], f"example {i}'s logits after replacing all its source tokens")
@@ -26,7 +26,7 @@ def test_outputs_depend_on_source(model, check, rng, case):
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_init_state_keeps_encoder_outputs(model, check, rng, case):
     """encoder outputs are bit for bit the same after init_state(enc_outputs) and a decode from it."""
-    batch = random_batch(rng, model.spec, case)
+    batch = random_batch(rng, model.vocab, case)
     enc = model.encode(batch.src, batch.src_valid_len)
     before = model.to_numpy(enc)
     model.decode(batch.tgt, model.init_state(enc, batch.src_valid_len))
@@ -54,10 +54,10 @@ def settled_slope(slope, draw_direction, steps, tolerance, noise_at, directions)
 def test_encoder_gradient_through_state(model, check, rng):
     """d/dh L(w_enc + h d) at 0 == grad_enc L . d: gradients reach the encoder through the state,
     checked against central finite differences along a random direction d."""
-    batch = random_batch(rng, model.spec, CASES[1])
-    cotangent = rng.standard_normal((*batch.tgt.shape, model.spec.tgt_vocab))
+    batch = random_batch(rng, model.vocab, CASES[1])
+    cotangent = rng.standard_normal((*batch.tgt.shape, model.vocab.tgt_size))
     grads = model.gradients(batch, cotangent)["encoder"]
-    steps, tolerance, directions = tolerances.FINITE_DIFFERENCE[model.dtype].values()
+    steps, tolerance, directions = tolerances.FINITE_DIFFERENCE[model.precision].values()
     with model.weights_restored() as weights:
 
         def loss(direction, h):
@@ -74,7 +74,7 @@ def test_encoder_gradient_through_state(model, check, rng):
             draw_direction=lambda: {name: rng.standard_normal(w.shape) for name, w in weights["encoder"].items()},
             steps=steps,
             tolerance=tolerance,
-            noise_at=lambda h: 1e2 * np.finfo(model.dtype).eps * size / h,  # rounding: eps |L| / h, with margin
+            noise_at=lambda h: 1e2 * np.finfo(model.precision).eps * size / h,  # rounding: eps |L| / h, with margin
             directions=directions,
         )
     if direction is None:
@@ -85,5 +85,5 @@ def test_encoder_gradient_through_state(model, check, rng):
     if not abs(analytic - numeric) <= tolerance * abs(numeric) + noise:
         check.fail(
             f"gradient along a random direction of the encoder's parameters is {analytic:.10g}, finite differences "
-            f"give {numeric:.10g}: relative error {abs(analytic - numeric) / abs(numeric):.2e} > {tolerance:.0e} ({model.dtype})"
+            f"give {numeric:.10g}: relative error {abs(analytic - numeric) / abs(numeric):.2e} > {tolerance:.0e} ({model.precision})"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Iterable
 
 from ..protocol import Seq2SeqAdapter
 
@@ -23,6 +24,21 @@ def loaded_bridges():
     for framework, module in BRIDGES:
         if framework in sys.modules:
             yield importlib.import_module(module)
+
+
+def parameters_once(named_by_part: dict[str, Iterable[tuple[str, object]]]) -> dict[str, dict[str, object]]:
+    """{part: {name: parameter}} with every parameter once, where it is first found. A parameter tied
+    to several modules (an embedding shared by encoder, decoder and output layer) is then perturbed
+    once, and its gradient, which sums every use, is counted once. Identity decides, not names."""
+    seen: set[int] = set()
+    listed: dict[str, dict[str, object]] = {}
+    for part, named in named_by_part.items():
+        listed[part] = {}
+        for name, p in named:
+            if id(p) not in seen:
+                seen.add(id(p))
+                listed[part][name] = p
+    return listed
 
 
 def seed_frameworks(seed: int) -> None:

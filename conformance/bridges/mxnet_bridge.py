@@ -5,6 +5,7 @@ import numpy as np
 
 from ..compat import import_mxnet
 from ..spec import Unsupported
+from . import parameters_once
 from ..trees import tree_map
 
 mx = import_mxnet()
@@ -25,10 +26,14 @@ def wrap(model, spec):
     return MXNetAdapter(model, spec)
 
 
-def trainable(block) -> dict:
-    """Parameters by their path in the block tree (`blks.0.ffn.1.weight`): unlike `collect_params`
-    names, these do not depend on how many blocks the process created before."""
-    return {name: p for name, p in block._collect_params_with_prefix().items() if p.grad_req != "null"}
+def trainable_parameters(model) -> dict[str, dict]:
+    """{"encoder": {path: parameter}, "decoder": {...}}, each once; only those that train (grad_req
+    not 'null'). Paths in the block tree (`blks.0.ffn.1.weight`), unlike `collect_params` names, do not
+    depend on how many blocks the process created before."""
+    return parameters_once({
+        part: ((name, p) for name, p in getattr(model, part)._collect_params_with_prefix().items() if p.grad_req != "null")
+        for part in ("encoder", "decoder")
+    })
 
 
 class MXNetAdapter:
@@ -42,7 +47,7 @@ class MXNetAdapter:
         if spec.dtype not in DTYPES:
             raise Unsupported(f"dtype {spec.dtype!r}")
         self.model, self.dtype = model, spec.dtype
-        self.params = {part: trainable(getattr(model, part)) for part in ("encoder", "decoder")}
+        self.params = trainable_parameters(model)
         every = [p for named in self.params.values() for p in named.values()]
         if any(np.dtype(p.dtype) != np.dtype(spec.dtype) for p in every):
             # A factory that ignores spec.dtype still gets the precision the contracts asked for.

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..spec import Unsupported
+from . import parameters_once
 from ..trees import tree_map
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -22,6 +23,15 @@ def wrap(model, spec):
     return TorchAdapter(model, spec)
 
 
+def trainable_parameters(model: torch.nn.Module) -> dict[str, dict[str, torch.nn.Parameter]]:
+    """{"encoder": {name: parameter}, "decoder": {...}}, each once; a frozen one (requires_grad=False,
+    a fixed position table) is no parameter of the contracts."""
+    return parameters_once({
+        part: ((name, p) for name, p in getattr(model, part).named_parameters() if p.requires_grad)
+        for part in ("encoder", "decoder")
+    })
+
+
 class TorchAdapter:
     backend = "torch"
     framework_version = torch.__version__
@@ -37,6 +47,7 @@ class TorchAdapter:
         first = next(model.parameters(), None)
         self.device = str(first.device) if first is not None else "cpu"
         self.dtype = spec.dtype
+        self.params = trainable_parameters(self.model)
 
     def _tokens(self, a) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a), dtype=torch.long, device=self.device)
@@ -77,24 +88,17 @@ class TorchAdapter:
             logits = self._forward(src, tgt, src_valid_len)
             (logits * torch.as_tensor(cotangent, dtype=logits.dtype, device=logits.device)).sum().backward()
         grads = {
-            part: {
-                name: (p.grad if p.grad is not None else torch.zeros_like(p)).cpu().numpy().copy()
-                for name, p in getattr(self.model, part).named_parameters()
-            }
-            for part in ("encoder", "decoder")
+            part: {name: (p.grad if p.grad is not None else torch.zeros_like(p)).cpu().numpy().copy() for name, p in named.items()}
+            for part, named in self.params.items()
         }
         self.model.zero_grad(set_to_none=True)
         return grads
 
     def get_weights(self):
-        return {
-            part: {name: p.detach().cpu().numpy().copy() for name, p in getattr(self.model, part).named_parameters()}
-            for part in ("encoder", "decoder")
-        }
+        return {part: {name: p.detach().cpu().numpy().copy() for name, p in named.items()} for part, named in self.params.items()}
 
     @torch.no_grad()
     def set_weights(self, weights):
         for part, named in weights.items():
-            params = dict(getattr(self.model, part).named_parameters())
             for name, value in named.items():
-                params[name].copy_(torch.from_numpy(np.asarray(value)))
+                self.params[part][name].copy_(torch.from_numpy(np.asarray(value)))

@@ -276,6 +276,23 @@ def lstm_encoder_output_without_batch_axis(spec):
     return broken(spec, Seq2SeqEncoder=EncoderReturnsTable, Seq2SeqDecoder=DecoderSkipsTable)
 
 
+def object_cache_updated_in_place(spec):
+    """Hugging Face's DynamicCache: the first step creates the cache object, later steps append to it in
+    place. A bug of tests/tricky's correct object-cache model (which imports this module, hence here)."""
+    from tests.tricky.torch_models import KeyValueCache, ObjectCacheDecoder
+
+    class CacheUpdatedInPlace(ObjectCacheDecoder):
+        def forward(self, X, state):
+            enc_mask, cross_kv, cache = state
+            logits, (_, _, present) = TransformerDecoder.forward(self, X, (enc_mask, cross_kv, self.past(cache, X)))
+            if cache is None:
+                return logits, (enc_mask, cross_kv, KeyValueCache(present))
+            cache.layers = tuple(present)
+            return logits, state
+
+    return broken(spec, TransformerDecoder=CacheUpdatedInPlace)
+
+
 # --- Faults the harness must report as one line per contract (not contract bugs) -----------
 
 
@@ -331,6 +348,7 @@ CASES = [
     ("rnn_ignores_target_tokens", "rnn", {
         "changed_token_changes_its_own_logits", "out_of_vocabulary_target_raises"}),
     ("bahdanau_state_on_module", "bahdanau", CACHE_BUG),
+    ("object_cache_updated_in_place", "transformer", {"decode_does_not_mutate_state", "decode_twice_from_same_state"}),
     ("bahdanau_init_state_mutates_encoder_outputs", "bahdanau", {"init_state_keeps_encoder_outputs"}),
     ("lstm_forward_ignores_valid_lengths", "lstm", {"forward_chains_encoder_and_decoder"}),
     ("lstm_dropout_in_eval", "lstm", CACHE_BUG | PADDING | {  # randomness breaks every comparison

@@ -1,0 +1,184 @@
+"""Correct PyTorch models built the way toolkits build them, not the way our references are.
+
+Each keeps every contract of the architecture, and each has a property that once made the suite
+give a wrong verdict: a parameter shared by encoder, decoder and output layer (BART), a frozen
+position table (Marian, Sockeye), a softmax in float32 inside a float64 model and a padding id
+masked in one pass but not when stepping (OpenNMT-py), one vocabulary for both sides (BART, T5,
+Marian), a key/value cache kept in an object (Hugging Face's `Cache`). `CASES` lists what each
+must get: every contract passed, and what the report says of it.
+"""
+import math
+
+import torch
+from torch import nn
+
+from conformance import Declared, register_state_codec
+from impls.torch import make_model
+from impls.torch.attention import MultiHeadAttention, causal_mask
+from impls.torch.transformer import CrossAttention, SelfAttention, TransformerDecoder, TransformerDecoderBlock
+from tests.broken.torch_models import broken
+
+
+def shared_vocabulary(spec):
+    """One vocabulary for source and target, sized for the larger: the spec's source ids are not all."""
+    size = max(spec.src_vocab, spec.tgt_vocab)
+    return spec.replace(src_vocab=size, tgt_vocab=size), size
+
+
+# --- Tied and frozen parameters ---------------------------------------------------------------
+
+
+def tied_embeddings(spec):
+    """BART: one embedding table for the encoder's input, the decoder's input and the output layer."""
+    spec, size = shared_vocabulary(spec)
+    model = make_model(spec)
+    shared = model.encoder.embedding.weight
+    model.decoder.embedding.weight = shared
+    model.decoder.dense.weight = shared  # Linear(num_hiddens, vocab).weight is (vocab, num_hiddens) too
+    return Declared(model, src_vocab=size, tgt_vocab=size)
+
+
+def undeclared_shared_vocabulary(spec):
+    """The same model without saying that its source vocabulary is larger than the spec's."""
+    return tied_embeddings(spec).model
+
+
+def frozen_position_table(spec):
+    """Marian, Sockeye: the sinusoidal table is a parameter that does not train (requires_grad=False)."""
+    model = make_model(spec)
+    for encoding in (model.encoder.pos_encoding, model.decoder.pos_encoding):
+        table = encoding.P
+        del encoding.P  # a buffer becomes a parameter under the same name
+        encoding.P = nn.Parameter(table.clone(), requires_grad=False)
+    return model
+
+
+# --- A float32 island in a float64 model ------------------------------------------------------
+
+
+class Float32Softmax(MultiHeadAttention):
+    """OpenNMT-py's attention: `scores.float()` before the softmax, whatever the model's dtype."""
+
+    def forward(self, queries, keys, values, mask):
+        scores = queries @ keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -math.inf)
+        weights = scores.float().softmax(-1).to(values.dtype)
+        return self.W_o((weights @ values).transpose(1, 2).flatten(2))
+
+
+class Float32SoftmaxSelfAttention(SelfAttention, Float32Softmax):
+    pass
+
+
+class Float32SoftmaxCrossAttention(CrossAttention, Float32Softmax):
+    pass
+
+
+def float32_softmax(spec):
+    return broken(spec, SelfAttention=Float32SoftmaxSelfAttention, CrossAttention=Float32SoftmaxCrossAttention)
+
+
+# --- A reserved padding id --------------------------------------------------------------------
+
+PAD = 0
+
+
+class PaddingMaskedBlock(TransformerDecoderBlock):
+    """Self-attention also skips keys whose token is padding, where the decoder says which those are."""
+
+    def forward(self, X, past, cross_kv, enc_mask, key_is_pad=None):
+        mask = causal_mask(X.shape[1], past[0].shape[2], X.device)
+        if key_is_pad is not None:  # a query still sees itself, so no row is masked whole
+            mask = mask & (~key_is_pad[:, None, None, :] | torch.eye(X.shape[1], dtype=torch.bool, device=X.device))
+        Y, present = self.self_attention(X, mask, past)
+        Y = self.addnorm1(X, Y)
+        Z = self.addnorm2(Y, self.cross_attention(Y, cross_kv, enc_mask))
+        return self.addnorm3(Z, self.ffn(Z)), present
+
+
+class PaddingMaskedDecoder(TransformerDecoder):
+    """OpenNMT-py: target id 0 is padding, masked when several tokens come in one call (training), not
+    when decoding one step at a time. Correct for any target that holds no padding."""
+
+    def forward(self, X, state):
+        enc_mask, cross_kv, cache = state
+        num_past = cache[0][0].shape[2]
+        key_is_pad = (X == PAD) if X.shape[1] > 1 and num_past == 0 else None
+        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens), start=num_past)
+        new_cache = []
+        for blk, past, kv in zip(self.blks, cache, cross_kv):
+            X, present = blk(X, past, kv, enc_mask, key_is_pad)
+            new_cache.append(present)
+        return self.dense(X), (enc_mask, cross_kv, tuple(new_cache))
+
+
+def padding_id_declared(spec):
+    model = broken(spec, TransformerDecoder=PaddingMaskedDecoder, TransformerDecoderBlock=PaddingMaskedBlock)
+    return Declared(model, reserved_tgt_ids=(PAD,))
+
+
+def padding_id_undeclared(spec):
+    return padding_id_declared(spec).model
+
+
+# --- A key/value cache kept in an object ------------------------------------------------------
+
+
+class KeyValueCache:
+    """Hugging Face style: every block's self-attention keys and values, kept in one object."""
+
+    def __init__(self, layers):
+        self.layers = tuple(layers)  # ((keys, values) per block), each (batch, heads, steps, head_dim)
+
+
+register_state_codec(KeyValueCache, lambda c: ((c.layers,), None), lambda aux, children: KeyValueCache(*children))
+
+
+class UnregisteredCache(KeyValueCache):
+    """The same cache of a class nobody registered a state codec for: the suite cannot see into it."""
+
+
+class ObjectCacheDecoder(TransformerDecoder):
+    """The state is (source mask, cross-attention keys/values, cache object), with no cache before the
+    first step (`past_key_values=None`), as in Hugging Face's generate. Each step returns a new cache."""
+
+    cache_class = KeyValueCache
+
+    def init_state(self, enc_outputs, enc_valid_lens):
+        enc_mask, cross_kv, _ = super().init_state(enc_outputs, enc_valid_lens)
+        return enc_mask, cross_kv, None
+
+    def past(self, cache, X):
+        """The cache's layers, or empty ones before the first step."""
+        if cache is not None:
+            return cache.layers
+        empty = self.dense.weight.new_zeros(X.shape[0], self.num_heads, 0, self.num_hiddens // self.num_heads)
+        return tuple((empty, empty) for _ in self.blks)
+
+    def forward(self, X, state):
+        enc_mask, cross_kv, cache = state
+        logits, (_, _, present) = super().forward(X, (enc_mask, cross_kv, self.past(cache, X)))
+        return logits, (enc_mask, cross_kv, self.cache_class(present))
+
+
+class UnregisteredCacheDecoder(ObjectCacheDecoder):
+    cache_class = UnregisteredCache
+
+
+def object_cache(spec):
+    return broken(spec, TransformerDecoder=ObjectCacheDecoder)
+
+
+def object_cache_without_codec(spec):
+    return broken(spec, TransformerDecoder=UnregisteredCacheDecoder)
+
+
+# (factory, family, what the run must show): every contract passes unless `fails` says otherwise.
+CASES = [
+    ("tied_embeddings", "transformer", {}),
+    ("frozen_position_table", "transformer", {}),
+    ("float32_softmax", "transformer", {"note": "computes like float32 in places"}),
+    ("padding_id_declared", "transformer", {}),
+    ("object_cache", "transformer", {}),
+]
