@@ -41,11 +41,12 @@ def check_raises(model, check, rng, side, where):
 
 @pytest.mark.parametrize("where", ["vocab_size", "negative"])
 def test_out_of_vocabulary_source_raises(model, check, rng, where):
-    """A source token id outside [0, src_vocab) raises (a silent clip or zero row would hide data bugs)."""
+    """A source token id outside [0, src_vocab) raises, where in-vocabulary ids give logits (a silent
+    clip or zero row would hide data bugs; a model that raises on everything refuses nothing)."""
     check_raises(model, check, rng, "src", where)
 
 
 @pytest.mark.parametrize("where", ["vocab_size", "negative"])
 def test_out_of_vocabulary_target_raises(model, check, rng, where):
-    """A target token id outside [0, tgt_vocab) raises."""
+    """A target token id outside [0, tgt_vocab) raises, where in-vocabulary ids give logits."""
     check_raises(model, check, rng, "tgt", where)

@@ -17,14 +17,15 @@ It cannot see bugs whose effect is smaller than ~1e-5: the report marks such run
 
 CLOSE = {"float64": 1e-10, "float32": 1e-5}
 
-# Gradient check by central differences, (L(w + h d) - L(w - h d)) / 2h against grad . d.
-# Truncation error is O(h^2); rounding error ~eps |L| / h, which the contract adds to the bound.
-# ReLU makes L piecewise smooth: a kink inside [-h, h] biases the quotient by about half the
-# slope jump (1e-5 relative was measured at h=1e-6, float64). The contract compares the quotients
-# at h and h/2, which such a kink makes disagree, and then shrinks h along the same direction (a
-# unit whose input sits ~1e-7 from zero puts a kink that close along every direction: seen once
-# in 44 runs), then tries another direction.
+# Gradient check by central differences (conformance/finite_differences.py): a quotient that agrees
+# with the one at half its step to tolerance / 4 is compared with grad . d within `tolerance`, plus
+# the measured rounding of L divided by h. Steps start where truncation and ReLU kinks are small:
+# in float64 at h=1e-7 the quotients of the reference families agree with grad . d to ~1e-9 of
+# |grad|. In float32 a step of 1e-3 along a random direction crosses many ReLU kinks of a
+# Transformer (12% error measured); at 3e-4 and below errors stayed under 5e-3 of |grad| for the
+# float32 references and a float32-softmax model, with rounding at 3e-5 still below 5e-2.
+# Directions: one whose quotients never settle gives way to another.
 FINITE_DIFFERENCE = {
     "float64": {"steps": (1e-7, 1e-8, 1e-9), "tolerance": 1e-6, "directions": 2},
-    "float32": {"steps": (1e-3, 3e-4), "tolerance": 5e-2, "directions": 2},  # its bound absorbs kinks
+    "float32": {"steps": (3e-4, 1e-4, 3e-5), "tolerance": 5e-2, "directions": 2},
 }

@@ -1,7 +1,10 @@
 """Running the conformance plugin inside a test, as a user would, and reading its report."""
 import dataclasses
+import importlib
 import importlib.util
 import json
+import pathlib
+import re
 
 import pytest
 
@@ -21,6 +24,12 @@ class Run:
 
     def messages(self) -> list[str]:
         return [r["message"] for r in self.report["results"] if r["outcome"] in ("failed", "error")]
+
+
+def all_contracts() -> set[str]:
+    """Every `def test_...` in the shipped contract modules, without the prefix."""
+    root = pathlib.Path(importlib.import_module("conformance").__file__).parent
+    return {name for path in root.glob("test_*.py") for name in re.findall(r"^def test_(\w+)", path.read_text(), re.M)}
 
 
 def run_conformance(pytester, impl: str, *args: str) -> Run:

@@ -2,18 +2,10 @@
 catch them, and the reference implementations pass every contract."""
 import importlib
 import importlib.util
-import pathlib
-import re
 
 import pytest
 
-from tests.conformance_run import BACKENDS, backend_param, run_conformance
-
-
-def all_contracts() -> set[str]:
-    """Every `def test_...` in the shipped contract modules, without the prefix."""
-    root = pathlib.Path(importlib.import_module("conformance").__file__).parent
-    return {name for path in root.glob("test_*.py") for name in re.findall(r"^def test_(\w+)", path.read_text(), re.M)}
+from tests.conformance_run import BACKENDS, all_contracts, backend_param, run_conformance
 
 
 def broken_cases():

@@ -163,6 +163,19 @@ nan_logits, time_major_logits, raises_in_init_state, declines_transformer = faul
 )
 
 
+class Float64Logits(Seq2SeqDecoder):
+    def call(self, X, state):
+        logits, state = super().call(X, state)
+        return tf.cast(logits, tf.float64), state
+
+
+def float32_build_float64_logits(spec):
+    """Built in float32 whatever spec.dtype says, with logits cast to float64: the bridge declines it
+    for float64 (its weights are float32) and the float32 model returns float64 logits. Usable in
+    neither dtype, so every contract is an error, not a skip."""
+    return broken(spec.replace(dtype="float32"), Seq2SeqDecoder=Float64Logits)
+
+
 
 CASES = [
     ("transformer_positions_ignore_cache", "transformer", CACHE_BUG),

@@ -96,6 +96,11 @@ def transformer_without_causal_mask(spec):
     return broken(spec, TransformerDecoderBlock=NoCausalMaskBlock)
 
 
+def transformer_short_position_table(spec):
+    """Ignores spec.max_len: a position table of 4 rows, so any longer sequence raises, whatever its ids."""
+    return make_model(spec.replace(max_len=4))
+
+
 # --- Padding, batch, state ------------------------------------------------------------------
 
 
@@ -322,6 +327,7 @@ nan_logits, time_major_logits, raises_in_init_state, declines_transformer = faul
 BATCH_OF_ONE = AUTOREGRESSIVE | {
     "logits_shape", "state_leaves_have_batch_axis", "forward_chains_encoder_and_decoder", "outputs_depend_on_source",
     "init_state_keeps_encoder_outputs", "decode_twice_from_same_state", "decode_does_not_mutate_state",
+    "reordered_state_decodes_reordered_examples",
     "eval_calls_agree_exactly", "extra_padding_changes_nothing", "example_alone_equals_example_in_batch"}
 
 CASES = [
