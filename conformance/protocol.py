@@ -8,9 +8,14 @@ Conventions
 - Token arrays are integer numpy arrays: `src` (batch, src_steps), `tgt` (batch, tgt_steps);
   `src_valid_len` (batch,) holds how many leading source tokens are real (1..src_steps).
 - Encoder outputs and decoder state are native framework trees (tuples, lists, dicts, None,
-  arrays). `to_numpy` / `from_numpy` convert them leaf by leaf, keeping the structure, so a
-  contract can look at shapes, snapshot them, or reorder the batch as beam search does.
-- Weights and gradients are `{"encoder": {name: array}, "decoder": {name: array}}`.
+  scalars, arrays, and objects with a state codec: `conformance.register_state_codec`).
+  `to_numpy` / `from_numpy` convert them leaf by leaf (`conformance.trees.tree_map` sees through
+  codecs), keeping the structure, so a contract can look at shapes, snapshot them, or reorder the
+  batch as beam search does. Any other object left in a converted tree fails the contracts that
+  look into it.
+- Weights and gradients are `{"encoder": {name: array}, "decoder": {name: array}}`: every trainable
+  parameter once, a tied one under the part where it is first found.
+- Vocabulary sizes and reserved ids are the spec's unless the factory returned `Declared(...)`.
 - The model is in evaluation mode (dropout off) for every call, gradients included.
 """
 from __future__ import annotations
@@ -54,7 +59,7 @@ class Seq2SeqAdapter(Protocol):
         """d sum(forward(src, tgt, src_valid_len) * cotangent) / d every parameter."""
 
     def get_weights(self) -> Params:
-        """Copies of every trainable parameter."""
+        """Copies of every trainable parameter, each once."""
 
     def set_weights(self, weights: Params) -> None:
         """Load parameters of the shapes `get_weights` returned."""
