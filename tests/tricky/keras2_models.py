@@ -137,24 +137,7 @@ class Seq2SeqAttentionDecoder(Decoder):
         return self.dense(tf.concat(outputs, 1)), [enc_outputs, hidden_state, enc_valid_lens]
 
 
-def recurrent(cell):
-    def build(s):
-        return (
-            Seq2SeqEncoder(cell, s.src_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
-            Seq2SeqDecoder(cell, s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
-        )
-
-    return build
-
-
-def bahdanau(s):
-    return (
-        Seq2SeqEncoder("gru", s.src_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
-        Seq2SeqAttentionDecoder(s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout),
-    )
-
-
-BUILDERS = {"rnn": recurrent("rnn"), "gru": recurrent("gru"), "lstm": recurrent("lstm"), "bahdanau": bahdanau}
+CELLS_OF_FAMILY = {"rnn": "rnn", "gru": "gru", "lstm": "lstm", "bahdanau": "gru"}  # the families covered
 
 
 @contextlib.contextmanager
@@ -169,10 +152,16 @@ def floatx(dtype):
 
 
 def make_model(spec):
-    if spec.family not in BUILDERS:
+    if spec.family not in CELLS_OF_FAMILY:
         raise Unsupported(f"no Keras 2 port of d2l's {spec.family}")
-    with floatx(spec.dtype):
-        model = EncoderDecoder(*BUILDERS[spec.family](spec))
+    s, cell = spec, CELLS_OF_FAMILY[spec.family]
+    with floatx(s.dtype):
+        encoder = Seq2SeqEncoder(cell, s.src_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout)
+        if s.family == "bahdanau":
+            decoder = Seq2SeqAttentionDecoder(s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout)
+        else:
+            decoder = Seq2SeqDecoder(cell, s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout)
+        model = EncoderDecoder(encoder, decoder)
         one = tf.zeros((1, 1), tf.int32)
         model(one, one, tf.ones(1, tf.int32), training=False)  # Keras creates weights on the first call
     return model
