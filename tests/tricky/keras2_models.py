@@ -8,7 +8,7 @@ lists, Python loops over time steps. They differ from d2l's only where d2l's are
 - the model passes its caller's `training` on, where d2l's EncoderDecoder always passes True.
 
 tf_keras' Embedding raises on CPU for an id < 0 as for one >= vocab size (Keras 3's wraps negative
-ids around), so d2l's plain Embedding is kept.
+ids around), so d2l's plain Embedding is kept; a GPU gather would return zeros for both instead.
 """
 import contextlib
 
