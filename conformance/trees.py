@@ -51,7 +51,7 @@ def opaque_leaves(tree) -> list[tuple[str, str]]:
 
 
 def qualified_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def path_str(path) -> str:

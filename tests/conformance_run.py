@@ -43,10 +43,11 @@ def run_conformance(pytester, impl: str, *args: str) -> Run:
     return Run(outcome, parsed, outcome.stdout.str() + outcome.stderr.str())
 
 
-BACKENDS = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}  # --impl name: module
+BACKENDS = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}  # built-in --impl name: module
+FRAMEWORKS = {**BACKENDS, "keras2": "tf_keras"}  # tests/broken/<name>_models.py: the module it needs
 
 
 def backend_param(name: str, *values, id=None):
     """pytest.param that skips, saying why, where the backend's framework is not installed."""
-    missing = importlib.util.find_spec(BACKENDS[name]) is None
-    return pytest.param(*values, id=id or name, marks=pytest.mark.skipif(missing, reason=f"{BACKENDS[name]} is not installed"))
+    missing = importlib.util.find_spec(FRAMEWORKS[name]) is None
+    return pytest.param(*values, id=id or name, marks=pytest.mark.skipif(missing, reason=f"{FRAMEWORKS[name]} is not installed"))

@@ -11,6 +11,8 @@ if importlib.util.find_spec("tensorflow"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
+if importlib.util.find_spec("tf_keras"):
+    import tf_keras  # noqa: F401
 if importlib.util.find_spec("mxnet"):
     import_mxnet()
 

@@ -5,14 +5,14 @@ import importlib.util
 
 import pytest
 
-from tests.conformance_run import BACKENDS, all_contracts, backend_param, run_conformance
+from tests.conformance_run import BACKENDS, FRAMEWORKS, all_contracts, backend_param, run_conformance
 
 
 def broken_cases():
     """(impl, family, expected failures) for every broken model of every installed backend."""
-    for backend in BACKENDS:
+    for backend, framework in FRAMEWORKS.items():
         module_name = f"tests.broken.{backend}_models"
-        if importlib.util.find_spec(BACKENDS[backend]) is None:
+        if importlib.util.find_spec(framework) is None:
             yield backend_param(backend, None, None, set(), id=f"{backend}-not-installed")
             continue
         for factory, family, expected in importlib.import_module(module_name).CASES:

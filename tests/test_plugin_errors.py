@@ -43,9 +43,14 @@ def test_factory_that_raises(pytester):
     assert run.contracts("error") == {"stepwise_equals_teacher_forced", "logits_shape"}
 
 
-def test_factory_that_returns_no_model(pytester):
-    run = run_conformance(pytester, f"{FAULTY}:returns_a_string", "--family=gru", "-k", "stepwise")
-    assert_one_line_failures(run, "neither a conformance.Seq2SeqAdapter nor")
+@pytest.mark.parametrize("factory, returned, bases", [
+    ("returns_a_string", "a str, which no bridge accepts: neither a conformance.Seq2SeqAdapter nor", "object"),
+    ("returns_its_weights", "a collections.OrderedDict, which no bridge accepts", "dict, object"),
+])
+def test_factory_that_returns_no_model(pytester, factory, returned, bases):
+    run = run_conformance(pytester, f"{FAULTY}:{factory}", "--family=gru", "-k", "stepwise")
+    assert_one_line_failures(run, f"the factory returned {returned}")
+    assert_one_line_failures(run, f"(bases: {bases})")
 
 
 BAD_OUTPUTS = [

@@ -11,11 +11,13 @@ import sys
 from typing import Iterable
 
 from ..protocol import Seq2SeqAdapter
+from ..trees import qualified_name
 
 # (framework module that must already be imported, bridge module)
 BRIDGES = (
     ("torch", "conformance.bridges.torch_bridge"),
     ("keras", "conformance.bridges.tensorflow_bridge"),
+    ("tf_keras", "conformance.bridges.tf_keras_bridge"),  # Keras 2, beside Keras 3 in one process
     ("mxnet", "conformance.bridges.mxnet_bridge"),
 )
 
@@ -53,7 +55,10 @@ def as_adapter(obj, spec) -> Seq2SeqAdapter:
     for bridge in loaded_bridges():
         if bridge.accepts(obj):
             return bridge.wrap(obj, spec)
+    # The most specific bases first: the last ones (object) are the first to go if the line is cut.
+    bases = ", ".join(qualified_name(cls) for cls in type(obj).__mro__[1:])
     raise TypeError(
-        f"the factory returned a {type(obj).__module__}.{type(obj).__qualname__}, which is neither a "
-        "conformance.Seq2SeqAdapter nor a torch.nn.Module / keras.Model / mxnet.gluon.Block"
+        f"the factory returned a {qualified_name(type(obj))}, which no bridge accepts: neither a conformance."
+        "Seq2SeqAdapter nor a torch, keras, tf_keras or mxnet.gluon model with .encoder and .decoder "
+        f"(bases: {bases})"
     )

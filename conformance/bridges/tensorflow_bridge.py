@@ -1,4 +1,8 @@
-"""TensorFlow / Keras 3: a `keras.Model` (or Layer) with `.encoder` and `.decoder` (d2l's EncoderDecoder)."""
+"""TensorFlow / Keras 3: a `keras.Model` (or Layer) with `.encoder` and `.decoder` (d2l's EncoderDecoder).
+
+The adapter takes the Keras module its model is built with: Keras 2 models (tf_keras) run through it
+too (tf_keras_bridge.py). Both keep their weights as TensorFlow variables.
+"""
 from __future__ import annotations
 
 import keras
@@ -7,12 +11,13 @@ import tensorflow as tf
 
 from ..spec import Unsupported
 from ..trees import tree_map
+from . import parameters_once
 
 DTYPES = ("float32", "float64")
 
 
-def accepts(obj) -> bool:
-    return isinstance(obj, keras.layers.Layer) and hasattr(obj, "encoder") and hasattr(obj, "decoder")
+def accepts(obj, keras_module=keras) -> bool:
+    return isinstance(obj, keras_module.layers.Layer) and hasattr(obj, "encoder") and hasattr(obj, "decoder")
 
 
 def seed(n: int) -> None:
@@ -20,18 +25,32 @@ def seed(n: int) -> None:
 
 
 def wrap(model, spec):
-    return TensorFlowAdapter(model, spec)
+    return TensorFlowAdapter(model, spec, keras)
 
 
 def is_native(x) -> bool:
-    """A TensorFlow array leaf: a tensor, or a variable (which a state may hold)."""
-    return tf.is_tensor(x) or isinstance(x, (tf.Variable, keras.Variable))
+    """A TensorFlow array leaf: a tensor, or a variable (which a state may hold): tf.is_tensor counts
+    tf.Variable and keras.Variable too."""
+    return tf.is_tensor(x)
 
 
-def named_variables(layer: keras.layers.Layer, prefix: str = "", seen: set | None = None) -> dict:
-    """{attribute path: variable} for every trainable variable, e.g. `blks.0.attention.W_qkv.kernel`.
+def unwrapped(tree):
+    """The tree with list subclasses, which optree takes for leaves, rebuilt as lists: Keras 2 hands an
+    LSTM's per-layer [h, c] back in its own ListWrapper."""
+    return tree_map(lambda x: [unwrapped(item) for item in x] if isinstance(x, list) else x, tree)
 
-    Keras' own `variable.path` holds globally numbered layer names (`dense_17`) that differ between two
+
+def variable_names(v) -> tuple[str, str]:
+    """(short, full) name: Keras 3 names a variable `kernel`, its path `dense_17/kernel`; Keras 2 names it
+    `dense_17/kernel:0`."""
+    return v.name.rsplit("/", 1)[-1].split(":")[0], getattr(v, "path", v.name)
+
+
+def named_variables(layer, Layer, prefix: str = "", seen: set | None = None) -> dict:
+    """{attribute path: variable} for every trainable variable of `layer`, an instance of the Keras
+    class `Layer`, e.g. `blks.0.attention.W_qkv.kernel`.
+
+    Keras' own variable paths hold globally numbered layer names (`dense_17`) that differ between two
     instances of one model; the attribute path does not.
     """
     seen = set() if seen is None else seen  # ids of the layers and variables already named
@@ -42,20 +61,22 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "", seen: set | Non
     for name, value in vars(layer).items():
         if name.startswith("_"):
             continue
-        if isinstance(value, keras.layers.Layer):
+        if isinstance(value, Layer):
             children.setdefault(name, value)
-        elif isinstance(value, (list, tuple)):  # a list of layers is kept as a TrackedList
-            children.update((f"{name}.{i}", v) for i, v in enumerate(value) if isinstance(v, keras.layers.Layer))
-    # Keras tracks every sublayer in `_layers`, also those kept privately (a Sequential's): they go by name.
+        elif isinstance(value, (list, tuple)):  # a list of layers is kept as a TrackedList (ListWrapper in Keras 2)
+            children.update((f"{name}.{i}", v) for i, v in enumerate(value) if isinstance(v, Layer))
+    # Keras tracks every direct sublayer, also those kept privately (a Sequential's): they go by name.
     held = {id(child) for child in children.values()}
-    children.update((child.name, child) for child in getattr(layer, "_layers", []) if id(child) not in held)
+    sublayers = layer._flatten_layers(include_self=False, recursive=False)
+    children.update((child.name, child) for child in sublayers if id(child) not in held)
     named = {}
     for name, child in children.items():
-        named.update(named_variables(child, f"{prefix}{name}.", seen))
+        named.update(named_variables(child, Layer, f"{prefix}{name}.", seen))
     for v in layer.trainable_weights:  # what no sublayer claimed is this layer's own
         if id(v) not in seen:
             seen.add(id(v))
-            named[f"{prefix}{v.name}" if f"{prefix}{v.name}" not in named else f"{prefix}{v.path}"] = v
+            short, full = variable_names(v)
+            named[f"{prefix}{short}" if f"{prefix}{short}" not in named else f"{prefix}{full}"] = v
     return named
 
 
@@ -65,28 +86,34 @@ class TensorFlowAdapter:
     outweighs the faster calls) and would run a model's Python side effects only while tracing."""
 
     backend = "tensorflow"
-    framework_version = f"{tf.__version__} (keras {keras.__version__})"
 
-    def __init__(self, model: keras.layers.Layer, spec):
+    def __init__(self, model, spec, keras_module):
+        """`model` is built with `keras_module`: Keras 3's `keras`, or Keras 2's `tf_keras`."""
+        self.Layer = keras_module.layers.Layer
+        self.framework_version = f"{tf.__version__} ({keras_module.__name__} {keras_module.__version__})"
         for part in ("encoder", "decoder"):
-            if not isinstance(getattr(model, part, None), keras.layers.Layer):
+            if not isinstance(getattr(model, part, None), self.Layer):
                 raise TypeError(f"a d2l EncoderDecoder has a `.{part}` layer; {type(model).__name__} has none")
         if spec.dtype not in DTYPES:
             raise Unsupported(f"dtype {spec.dtype!r}")
-        built_in = {v.dtype for v in model.weights if "float" in v.dtype} or {model.compute_dtype}
+        # Keras 3 gives a variable's dtype as a string, Keras 2 as a tf.DType.
+        dtypes = {tf.as_dtype(v.dtype) for v in model.weights}
+        built_in = {d.name for d in dtypes if d.is_floating} or {model.compute_dtype}
         if built_in != {spec.dtype}:
             # Keras fixes a layer's dtype policy and variables when it is built; they cannot be recast.
             raise Unsupported(f"the model computes in {sorted(built_in)}, not {spec.dtype}: build it under that dtype policy")
         self.model = model
         self.dtype = spec.dtype
         first = next((v for v in model.weights), None)
-        device = tf.DeviceSpec.from_string(first.value.device if first is not None else "/cpu:0")
+        # The device of the variable's value: a Keras 3 variable has no `.device` of its own.
+        device = tf.DeviceSpec.from_string(tf.convert_to_tensor(first).device if first is not None else "/cpu:0")
         self.device = "cpu" if device.device_type in (None, "CPU") else f"{device.device_type.lower()}:{device.device_index or 0}"
 
     @property
     def params(self) -> dict:
-        """{"encoder": {path: variable}, "decoder": {...}}; looked up anew, so a model built late is seen whole."""
-        return {part: named_variables(getattr(self.model, part)) for part in ("encoder", "decoder")}
+        """{"encoder": {path: variable}, "decoder": {...}}, each trainable variable once; looked up anew,
+        so a model built late is seen whole."""
+        return parameters_once({part: named_variables(getattr(self.model, part), self.Layer).items() for part in ("encoder", "decoder")})
 
     def _tokens(self, a) -> tf.Tensor:
         return tf.constant(np.asarray(a), dtype=tf.int64)  # int64 keeps every id as given, out of range ones too
@@ -110,7 +137,7 @@ class TensorFlowAdapter:
         return self._forward(src, tgt, src_valid_len).numpy()
 
     def to_numpy(self, tree):
-        return tree_map(lambda x: np.array(x) if is_native(x) else x, tree)
+        return tree_map(lambda x: np.array(x) if is_native(x) else x, unwrapped(tree))
 
     def from_numpy(self, tree):
         return tree_map(lambda x: tf.constant(x) if isinstance(x, np.ndarray) else x, tree)
@@ -125,9 +152,9 @@ class TensorFlowAdapter:
 
     @staticmethod
     def _dense(grad, variable) -> np.ndarray:
-        # Zeros by hand: UnconnectedGradients.ZERO fails on Keras variables, whose dtype is a string.
+        # Zeros by hand: UnconnectedGradients.ZERO fails on Keras 3 variables, whose dtype is a string.
         if grad is None:
-            return np.zeros(variable.shape, variable.dtype)
+            return np.zeros(variable.shape, tf.as_dtype(variable.dtype).as_numpy_dtype)
         return tf.convert_to_tensor(grad).numpy()  # an embedding's gradient arrives as IndexedSlices
 
     def get_weights(self):

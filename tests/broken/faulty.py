@@ -18,6 +18,10 @@ def returns_a_string(spec):
     return "not a model"
 
 
+def returns_its_weights(spec):
+    return make_model(spec).state_dict()  # an OrderedDict: the weights, not the model
+
+
 class IntegerDecoder(Seq2SeqDecoder):
     def forward(self, X, state):
         logits, state = super().forward(X, state)

@@ -1,0 +1,19 @@
+"""TensorFlow / Keras 2 (`tf_keras`, what `tf.keras` means under TF_USE_LEGACY_KERAS=1): d2l's TensorFlow
+code is Keras 2 code. Its models run through the Keras 3 adapter, given the tf_keras module."""
+from __future__ import annotations
+
+import tf_keras
+
+from . import tensorflow_bridge
+
+
+def accepts(obj) -> bool:
+    return tensorflow_bridge.accepts(obj, tf_keras)
+
+
+def seed(n: int) -> None:
+    tf_keras.utils.set_random_seed(n)
+
+
+def wrap(model, spec):
+    return tensorflow_bridge.TensorFlowAdapter(model, spec, tf_keras)
