@@ -16,9 +16,14 @@ def dtype_line(run, family) -> str:
     return run.report["implementations"][0]["dtypes"][family]
 
 
-@pytest.mark.parametrize("factory, family, header", CASES, ids=[c[0] for c in CASES])
-def test_correct_toolkit_style_model_passes_every_contract(pytester, factory, family, header):
-    run = run_conformance(pytester, f"{TORCH}:{factory}", f"--family={family}")
+CORRECT = [pytest.param(f"{TORCH}:{factory}", family, header, id=factory) for factory, family, header in CASES] + [
+    backend_param("tensorflow", "tests.tricky.keras3_models:tied_embeddings", "transformer", "float64", id="keras3-tied_embeddings"),
+]
+
+
+@pytest.mark.parametrize("impl, family, header", CORRECT)
+def test_correct_toolkit_style_model_passes_every_contract(pytester, impl, family, header):
+    run = run_conformance(pytester, impl, f"--family={family}")
     assert run.outcome.ret == 0, "\n".join(run.messages())
     assert run.contracts("passed") == all_contracts() and run.contracts("failed", "error", "skipped") == set()
     line = dtype_line(run, family)
