@@ -8,7 +8,7 @@ import pytest
 from tests.conformance_run import all_contracts, run_conformance
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
-NEEDS = {"gluon_d2l_gru": "mxnet"}  # example: framework it needs beyond torch
+NEEDS = {"gluon_d2l_gru": "mxnet", "keras2_d2l": "tf_keras"}  # example: framework it needs beyond torch
 
 
 def examples():

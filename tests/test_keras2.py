@@ -8,7 +8,7 @@ from tests.test_contracts_catch_broken_models import all_contracts
 
 tf_keras = pytest.importorskip("tf_keras", reason="tf_keras is not installed")
 
-TRICKY = "tests.tricky.keras2_models:make_model"
+TRICKY = "examples.keras2_d2l:make_model"
 COVERED = {"rnn", "gru", "lstm", "bahdanau"}  # the families it does not cover, it declines
 
 

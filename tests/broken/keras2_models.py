@@ -1,4 +1,4 @@
-"""Deliberately broken Keras 2 (tf_keras) models: the d2l-style ones of tests/tricky/keras2_models.py with
+"""Deliberately broken Keras 2 (tf_keras) models: the d2l-style ones of examples/keras2_d2l.py with
 one layer re-classed to the way d2l's own TensorFlow code has it.
 
 `CASES` at the bottom lists (factory, family, contracts expected to fail): exactly those fail,
@@ -7,7 +7,7 @@ and every other contract passes.
 import tensorflow as tf
 
 from tests.broken.common import CACHE_BUG, PADDING
-from tests.tricky.keras2_models import EncoderDecoder, Seq2SeqDecoder, Seq2SeqEncoder, make_model
+from examples.keras2_d2l import EncoderDecoder, Seq2SeqDecoder, Seq2SeqEncoder, make_model
 
 
 def broken(spec, **classes):
