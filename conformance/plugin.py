@@ -235,7 +235,7 @@ def pytest_runtest_makereport(item, call):
         if line:
             report.longrepr = f"{line}\n  reproduce: {reproduce(item, session)}"
     if call.when == "call" or report.outcome != "passed":
-        session.report.add(result_of(item, report))
+        session.report.add(result_of(item, report, session))
     return report
 
 
@@ -257,7 +257,7 @@ def reproduce(item, session) -> str:
     return shlex.join(["pytest", item.nodeid, f"--impl={impl_name}", f"--conformance-seed={session.seed}"])
 
 
-def result_of(item, report) -> Result:
+def result_of(item, report, session) -> Result:
     impl_name, family = item.callspec.params["model"]
     case = item.callspec.params.get("case")
     if hasattr(report, "wasxfail"):
@@ -279,6 +279,7 @@ def result_of(item, report) -> Result:
         outcome=outcome,
         message=message,
         duration=round(report.duration, 4),
+        reproduce=reproduce(item, session) if outcome in ("failed", "error") else "",
     )
 
 

@@ -29,6 +29,7 @@ class Result:
     outcome: str
     message: str
     duration: float
+    reproduce: str = ""  # the command that reruns a failed contract
 
 
 @dataclasses.dataclass
@@ -155,12 +156,15 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def write(self, path: str) -> list[pathlib.Path]:
-        """PATH.json and PATH.md (a .json or .md suffix on PATH is taken as the stem's)."""
+        """PATH.json, PATH.md and PATH.html (a .json, .md or .html suffix on PATH is taken as the stem's)."""
+        from .html_report import render_html  # jinja2 loads only when a report is written
+
         stem = pathlib.Path(path)
-        if stem.suffix in (".json", ".md"):
+        if stem.suffix in (".json", ".md", ".html"):
             stem = stem.with_suffix("")
         stem.parent.mkdir(parents=True, exist_ok=True)
-        json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+        json_path, md_path, html_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".html")
         json_path.write_text(json.dumps(self.as_dict(), indent=1))
         md_path.write_text(self.render_markdown())
-        return [json_path, md_path]
+        html_path.write_text(render_html(self))
+        return [json_path, md_path, html_path]
