@@ -75,6 +75,7 @@ class ConformanceSession:
         self.xfail_ids = read_id_file(opt("xfails_file"))
         self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
         shared = (self.worker or {}).get(FAULTS_DIR)
+        shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
         self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
         self.owns_faults_dir = not shared
         self.crash_log = None
@@ -260,7 +261,7 @@ def session_of(config) -> ConformanceSession | None:
 
 def pytest_report_header(config):
     session = session_of(config)
-    if session is None:
+    if session is None or session.worker is not None:
         return None
     if not session.distributed():  # under xdist only workers run models: one that crashes must not take this process
         for impl in session.impls:

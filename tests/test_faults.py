@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from conformance import loading
 from tests.conformance_run import run_conformance
 
 FAULTY = "tests.broken.faulty"
@@ -63,6 +66,31 @@ def test_hypothesis_contract_that_hangs_is_one_line_within_the_timeout(pytester)
     assert run.report["results"][0]["message"] == "[logits_shape] did not finish within 4s (--conformance-timeout)"
     assert run.report["results"][0]["duration"] < 4 + 2, "Hypothesis did not retry the hanging example"
     assert "Traceback" not in run.output and "Hypothesis" not in run.output
+
+
+def test_model_built_in_another_dtype_inside_a_contract_is_still_timed(pytester):
+    """test_logits_dtype_follows_spec builds a float32 model inside the contract; building it must not
+    cancel the contract's timer, or the decode that hangs after it waits for ever."""
+    run = run_conformance(pytester, f"{FAULTY}:hangs_in_float32", "--family=gru", "--conformance-timeout=4",
+                          "-k", "logits_dtype_follows_spec")
+    assert run.outcome.ret == 1
+    assert {r["nodeid"].rsplit("-", 1)[-1]: r["outcome"] for r in run.report["results"]} == {
+        "float32]": "hung", "float64]": "not run"}
+    assert run.outcome.duration < 4 + 30
+
+
+class Expired(Exception):
+    pass
+
+
+def test_deadline_inside_an_earlier_one_leaves_it_in_charge():
+    started = time.monotonic()
+    with pytest.raises(Expired):
+        with loading.deadline(1, Expired):
+            with loading.deadline(10):
+                pass  # on leaving, the enclosing deadline is re-armed, not cancelled
+            time.sleep(5)
+    assert time.monotonic() - started < 3
 
 
 def test_model_that_crashes_its_worker_under_xdist(pytester, repo_on_pythonpath):

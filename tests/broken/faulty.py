@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import torch
 from conformance.bridges.torch_bridge import TorchAdapter
 from impls.torch import make_model
 from impls.torch.recurrent import Seq2SeqDecoder
@@ -50,6 +51,19 @@ class HangsOnBatchOfOne(Seq2SeqDecoder):
 
 def hangs_on_batch_of_one(spec):
     return broken(spec, Seq2SeqDecoder=HangsOnBatchOfOne)
+
+
+class HangsInFloat32(Seq2SeqDecoder):
+    """Passes in float64, the suite's first choice; hangs when built in float32."""
+
+    def forward(self, X, state):
+        while next(self.parameters()).dtype == torch.float32:
+            time.sleep(0.05)
+        return super().forward(X, state)
+
+
+def hangs_in_float32(spec):
+    return broken(spec, Seq2SeqDecoder=HangsInFloat32)
 
 
 class SegfaultingDecoder(Seq2SeqDecoder):
