@@ -136,7 +136,13 @@ class CheckedModel:
 
     def gradients(self, batch: Batch, cotangent: np.ndarray):
         with self.calling("gradients of sum(logits * cotangent)"):
-            return self.adapter.gradients(batch.src, batch.tgt, batch.src_valid_len, cotangent)
+            try:
+                return self.adapter.gradients(batch.src, batch.tgt, batch.src_valid_len, cotangent)
+            except Exception:
+                # Logits the interface does not allow (integers, say) explain the framework's error
+                # ("does not require grad") better: a BadOutput from the forward pass wins.
+                self.forward(batch)
+                raise
 
     def get_weights(self):
         with self.calling("get_weights()"):

@@ -10,7 +10,7 @@ import time
 
 import jinja2
 
-from .report import GLYPH, Report
+from .report import FAILING, GLYPH, Report
 
 
 def suite_version() -> str:
@@ -26,7 +26,7 @@ def render_html(report: Report) -> str:
     )
     failures, anchors = [], {}
     for r in report.results:
-        if r.outcome in ("failed", "error"):
+        if r.outcome in FAILING or r.outcome == "not run":
             anchor = f"failure-{len(failures) + 1}"
             anchors.setdefault((r.impl, r.family, r.area, r.contract), anchor)
             failures.append({**vars(r), "anchor": anchor})

@@ -10,6 +10,8 @@ import dataclasses
 import importlib
 import signal
 import threading
+import time
+import types
 from typing import Callable
 
 import numpy as np
@@ -51,22 +53,35 @@ def resolve(name: str) -> Impl:
 
 
 @contextlib.contextmanager
-def deadline(seconds: float):
-    """Raise TimeoutError in the main thread after `seconds`: a factory can hang before any test runs."""
+def deadline(seconds: float, error: type[BaseException] = TimeoutError):
+    """Raise `error` in the main thread after `seconds`: a factory can hang before any test runs.
+
+    Nests: inside an earlier deadline (a contract's) that one stays in charge, and on exit the
+    enclosing timer is re-armed with what is left of it. Yields a flag object: `.expired`.
+    """
+    timer = types.SimpleNamespace(expired=False)
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield timer
+        return
+    outer_left = signal.getitimer(signal.ITIMER_REAL)[0]
+    if outer_left and outer_left <= seconds:
+        yield timer
         return
 
     def expire(signum, frame):
-        raise TimeoutError(f"did not finish within {seconds:g}s (--conformance-timeout)")
+        timer.expired = True
+        raise error(f"did not finish within {seconds:g}s (--conformance-timeout)")
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        yield timer
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3))
 
 
 @dataclasses.dataclass
@@ -77,6 +92,7 @@ class Declined:
 @dataclasses.dataclass
 class Broken:
     reason: str
+    hung: bool = False  # it did not finish: every contract would only wait for it again
 
 
 def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
@@ -141,15 +157,20 @@ class ModelCache:
     def get(self, impl: Impl, family: str, dtype: str):
         key = (impl.name, family, dtype)
         if key not in self._built:
-            with deadline(self.timeout):
-                self._built[key] = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed))
+            with deadline(self.timeout) as timer:
+                built = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed))
+            if timer.expired and isinstance(built, Broken):
+                built.hung = True
+            self._built[key] = built
         return self._built[key]
 
-    def smoke_test(self, model) -> str:
+    def smoke_test(self, model) -> tuple[str, bool]:
+        """(what went wrong or '', whether it hung)."""
         if not isinstance(model, CheckedModel):
-            return model.reason
-        with deadline(self.timeout):
-            return smoke_test(model)
+            return model.reason, getattr(model, "hung", False)
+        with deadline(self.timeout) as timer:
+            problem = smoke_test(model)
+        return problem, timer.expired
 
     def precise(self, impl: Impl, family: str):
         """float64 where the implementation can run it, float32 (with a note saying why) otherwise."""
@@ -160,13 +181,20 @@ class ModelCache:
 
     def _most_precise(self, impl: Impl, family: str):
         model = self.get(impl, family, "float64")
-        problem = self.smoke_test(model)
+        problem, hung = self.smoke_test(model)
+        if hung:  # it would hang again in float32 and in every contract: one wait is enough
+            return Broken(problem, hung=True)
         if not problem:
-            with deadline(self.timeout):
-                model.precision, model.note = effective_precision(model, self.seed)
+            with deadline(self.timeout) as timer:
+                try:
+                    model.precision, model.note = effective_precision(model, self.seed)
+                except TimeoutError:
+                    pass
+            if timer.expired:
+                return Broken(f"measuring its precision did not finish within {self.timeout:g}s (--conformance-timeout)", hung=True)
             return model
         fallback = self.get(impl, family, "float32")
-        fallback_problem = self.smoke_test(fallback)
+        fallback_problem, _ = self.smoke_test(fallback)
         if not fallback_problem:
             fallback.note = f"float64 unavailable ({problem}); float32 tolerances apply"
             return fallback

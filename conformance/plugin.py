@@ -6,28 +6,59 @@
   command that reproduces them; a broken implementation costs its own rows and nothing else.
 - The terminal ends with the conformance matrix; `--conformance-report=PATH` writes it too.
 - `--xfails-file` marks known failures (ids matching nothing are warned about).
+- A model that hangs fails one contract; one that crashes its process (under pytest -n) fails
+  one; the later contracts of that model are reported at once as not run.
+- Results travel on each test report (`user_properties`), so pytest-xdist's controller merges
+  every worker's into one report, written as results arrive.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import faulthandler
+import os
 import pathlib
 import shlex
+import shutil
+import signal
+import tempfile
+import threading
+import time
 import zlib
 
 import numpy as np
 import pytest
+from _pytest.outcomes import OutcomeException
 
-from . import harness, loading
+from . import bridges, harness, loading
 from .assertions import Check
-from .report import ImplInfo, Report, Result
+from .faults import Faults, crash_summary
+from .report import FAILING, ImplInfo, Report, Result
 from .spec import FAMILIES
 
 STASH = pytest.StashKey["ConformanceSession"]()
+TIMER = pytest.StashKey[contextlib.ExitStack]()
+RESULT, IMPL_INFO = "conformance_result", "conformance_impl"  # user_properties names
+FAULTS_DIR = "conformance_faults"  # workerinput key
+
+
+class NotRun(pytest.skip.Exception):
+    """A contract whose model already crashed or hung: reported at once instead of run."""
+
+
+class Hung(OutcomeException):
+    """A contract ran past --conformance-timeout. Neither an Exception nor pytest's Failed, so no
+    `except Exception` (a model's) and no Hypothesis retry of the example can swallow it and wait on;
+    an OutcomeException, so pytest's fixtures and reports treat it as a test outcome."""
 
 
 class ConformanceSession:
+    """The run's state, and the hooks that need it (registered as a plugin for the run)."""
+
     def __init__(self, config):
         opt = config.getoption
-        self.impls = [loading.resolve(name) for name in split_list(opt("impl"))]
+        self.config = config
+        self.impls = [loading.resolve(name) for name in dict.fromkeys(split_list(opt("impl")))]  # each name once
         self.families = split_list(opt("family")) or list(FAMILIES)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
@@ -35,22 +66,41 @@ class ConformanceSession:
         self.seed = opt("conformance_seed")
         self.timeout = opt("conformance_timeout")
         self.report_path = opt("conformance_report")
+        self.threads = opt("conformance_threads") or (None if "OMP_NUM_THREADS" in os.environ else 1)
+        bridges.limit_threads(self.threads)
         self.models = loading.ModelCache(self.seed, self.timeout)
         self.report = Report(self.seed)
         for impl in self.impls:
             self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
         self.xfail_ids = read_id_file(opt("xfails_file"))
-        self.xfail_matched: set[str] = set()
+        self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
+        shared = (self.worker or {}).get(FAULTS_DIR)
+        shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
+        self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
+        self.owns_faults_dir = not shared
+        self.crash_log = None
+
+    def distributed(self) -> bool:
+        """pytest-xdist's controller: workers run the models, this process only merges their results."""
+        return self.config.pluginmanager.has_plugin("dsession")
 
     def impl(self, name: str) -> loading.Impl:
         return next(i for i in self.impls if i.name == name)
 
     def model(self, impl_name: str, family: str, dtype: str | None = None) -> harness.CheckedModel:
-        """The checked model, or skip (declined) / fail (broken) the contract with one line."""
+        """The checked model, or skip (declined) / fail (broken) / not run (crashed or hung before) the contract."""
+        fault = self.faults.find(impl_name, f"{impl_name}/{family}")
+        if fault:
+            raise NotRun(fault)
         impl = self.impl(impl_name)
         built = self.models.precise(impl, family) if dtype is None else self.models.get(impl, family, dtype)
+        if dtype is None and isinstance(built, loading.Declined):  # unless every family is declined (an error)
+            self.models.refuse_if_all_declined(impl, self.families)
+            built = self.models.precise(impl, family)
         if isinstance(built, loading.Declined):
             pytest.skip(built.reason)
+        if isinstance(built, loading.Broken) and built.hung:
+            raise Hung(f"hung before any contract ran: {built.reason}")
         if isinstance(built, loading.Broken):
             pytest.fail(built.reason, pytrace=False)
         if dtype is None:
@@ -68,10 +118,84 @@ class ConformanceSession:
     def note_model(self, model: harness.CheckedModel) -> None:
         info = self.report.impls[model.impl_name]
         adapter = model.adapter
-        info.backend = getattr(adapter, "backend", "?")
-        info.framework_version = getattr(adapter, "framework_version", "?")
-        info.device = getattr(adapter, "device", "?")
+        # Plain str: these travel from xdist workers, which cannot send torch's TorchVersion.
+        info.backend = str(getattr(adapter, "backend", "?"))
+        info.framework_version = str(getattr(adapter, "framework_version", "?"))
+        info.device = str(getattr(adapter, "device", "?"))
         info.dtypes[model.family] = model.dtype + (f" ({model.note})" if model.note else "")
+
+    # Results arrive here in this process (serial) or from the workers (xdist), one report at a time.
+    def pytest_runtest_logreport(self, report):
+        if self.worker is not None:
+            return
+        for name, value in report.user_properties:
+            if name == RESULT:
+                self.report.add(Result(**value))
+            elif name == IMPL_INFO:
+                self.merge_impl_info(value)
+        if self.report_path and time.time() - self.report.written > 1:  # a killed run still leaves a report
+            self.report.write(self.report_path)
+
+    def merge_impl_info(self, value: dict) -> None:
+        info = self.report.impls[value["name"]]
+        for field in ("backend", "framework_version", "device"):
+            if value[field] != "?":
+                setattr(info, field, value[field])
+        info.dtypes.update(value["dtypes"])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        node.workerinput[FAULTS_DIR] = str(self.faults.dir)
+
+    def pytest_sessionstart(self, session):
+        if self.worker is not None:
+            # The signal and stack of a crash, for the controller to name (see pytest_handlecrashitem).
+            self.crash_log = self.faults.crash_log(self.worker["workerid"]).open("w")
+            faulthandler.enable(self.crash_log)
+        elif threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            # An outer timeout's SIGTERM ends the run like Ctrl-C: the session finishes and writes the report.
+            signal.signal(signal.SIGTERM, interrupt)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched):
+        """A worker died running `crashitem`: name the signal and the model's frame, and have the
+        implementation's other contracts reported as not run rather than crash worker after worker."""
+        result = self.result_from_nodeid(crashitem)
+        if result is None:
+            return
+        worker = report.node.gateway.id
+        log = self.faults.crash_log(worker)
+        what = crash_summary(log.read_text(errors="replace") if log.exists() else "")
+        self.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
+        result.outcome = "crashed"
+        result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
+        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed))}"
+        report.user_properties.append((RESULT, dataclasses.asdict(result)))
+        self.report.crashes.append(f"{crashitem}: {what}")
+
+    def result_from_nodeid(self, nodeid: str) -> Result | None:
+        """A contract's result from its node id alone: the controller has no items to ask."""
+        path, _, name = nodeid.partition("::")
+        function, _, params = name.partition("[")
+        impl = max((i.name for i in self.impls if params.startswith(f"{i.name}-")), key=len, default=None)
+        if impl is None:
+            return None
+        family, _, case = params[len(impl) + 1 :].rstrip("]").partition("-")
+        area = pathlib.Path(path).stem.removeprefix("test_")
+        return Result(nodeid, impl, family, area, function.removeprefix("test_"), case, "", "", 0.0)
+
+    def pytest_unconfigure(self, config):
+        if self.crash_log is not None:
+            faulthandler.disable()
+            self.crash_log.close()
+        if signal.getsignal(signal.SIGTERM) is interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.owns_faults_dir:
+            shutil.rmtree(self.faults.dir, ignore_errors=True)
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def split_list(values) -> list[str]:
@@ -95,6 +219,8 @@ def pytest_addoption(parser):
                     help="seed for weights and inputs (default 0)")
     group.addoption("--conformance-timeout", type=float, default=120.0, metavar="SECONDS",
                     help="per-contract time limit, model building included (default 120)")
+    group.addoption("--conformance-threads", type=int, default=None, metavar="N",
+                    help="intra-op threads per framework (default 1, or the frameworks' own choice when OMP_NUM_THREADS is set)")
     group.addoption("--conformance-report", default=None, metavar="PATH",
                     help="also write the report as PATH.json and PATH.md")
     group.addoption("--xfails-file", default=None, metavar="PATH",
@@ -102,8 +228,34 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    check_options(config)
     if config.getoption("impl") or config.getoption("xfails_file"):
         config.stash[STASH] = ConformanceSession(config)
+        config.pluginmanager.register(config.stash[STASH], "conformance-session")
+
+
+def check_options(config) -> None:
+    """A mistake on the command line stops the run at once with one line (exit 4), before any model is built."""
+    opt = config.getoption
+    if opt("impl") and not split_list(opt("impl")):
+        raise pytest.UsageError(f"--impl is empty: {CHOOSE_IMPL}")
+    if opt("conformance_seed") < 0:
+        raise pytest.UsageError(f"--conformance-seed={opt('conformance_seed')}: a seed is 0 or more")
+    if not opt("conformance_timeout") > 0:
+        raise pytest.UsageError(f"--conformance-timeout={opt('conformance_timeout'):g}: the limit must be more than 0 seconds")
+    if opt("conformance_threads") is not None and opt("conformance_threads") < 1:
+        raise pytest.UsageError(f"--conformance-threads={opt('conformance_threads')}: at least 1")
+    xfails = opt("xfails_file")
+    if xfails and not pathlib.Path(xfails).is_file():
+        raise pytest.UsageError(f"--xfails-file={xfails}: no such file")
+    report = opt("conformance_report")
+    if report:
+        blocker = next((p for p in pathlib.Path(report).absolute().parents if p.exists() and not p.is_dir()), None)
+        if blocker:
+            raise pytest.UsageError(f"--conformance-report={report}: cannot write under {blocker}, which is a file")
+
+
+CHOOSE_IMPL = "pass --impl=torch (or tensorflow, mxnet, module:factory)"
 
 
 def session_of(config) -> ConformanceSession | None:
@@ -112,11 +264,14 @@ def session_of(config) -> ConformanceSession | None:
 
 def pytest_report_header(config):
     session = session_of(config)
-    if session is None:
+    if session is None or session.worker is not None:
         return None
-    for impl in session.impls:
-        session.describe(impl)
-    lines = [f"conformance: seed {session.seed}, per-contract timeout {session.timeout:g}s, families {', '.join(session.families)}"]
+    if not session.distributed():  # under xdist only workers run models: one that crashes must not take this process
+        for impl in session.impls:
+            session.describe(impl)
+    threads = f"{session.threads} thread(s) per framework" if session.threads else "threads as OMP_NUM_THREADS says"
+    lines = [f"conformance: seed {session.seed}, per-contract timeout {session.timeout:g}s, {threads}, "
+             f"families {', '.join(session.families)}"]
     return lines + ["  " + line for line in session.report.header_lines()[1:]]
 
 
@@ -128,12 +283,16 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("model", combos, indirect=True, ids=[f"{i}-{f}" for i, f in combos])
 
 
-@pytest.hookimpl(trylast=True)  # after -k / -m selection, so the items added here stay
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(session, config, items):
+    # Before -k / -m deselect: an --xfails-file id of a deselected test is no typo.
+    collected = [item.nodeid for item in items if is_contract(item)]
+    yield
+    # After selection, so the items added here stay.
     contracts = [item for item in items if is_contract(item)]
     state = session_of(config)
     if contracts and (state is None or not state.impls):
-        pytest.exit("no implementation chosen: pass --impl=torch (or tensorflow, mxnet, module:factory)", returncode=4)
+        raise pytest.UsageError(f"no implementation chosen: {CHOOSE_IMPL}")
     if state is None:
         return
     unloadable = {impl.name: impl for impl in state.impls if impl.error}
@@ -147,13 +306,12 @@ def pytest_collection_modifyitems(session, config, items):
         ]
         contracts = [item for item in contracts if item not in dropped]
     for item in contracts:
-        # signal method: a hanging model fails its contract and the run goes on.
+        # A hanging model fails its contract and the run goes on (the timer: pytest_timeout_set_timer).
         item.add_marker(pytest.mark.timeout(state.timeout, method="signal"))
         if any(matches(id_, item.nodeid) for id_ in state.xfail_ids):
-            state.xfail_matched.update(id_ for id_ in state.xfail_ids if matches(id_, item.nodeid))
             item.add_marker(pytest.mark.xfail(reason="listed in --xfails-file", strict=False))
     for id_ in state.xfail_ids:
-        if id_ not in state.xfail_matched:
+        if not any(matches(id_, nodeid) for nodeid in collected):
             config.issue_config_time_warning(pytest.PytestWarning(f"--xfails-file id matches no test: {id_}"), 2)
 
 
@@ -176,9 +334,10 @@ class ImplementationUnavailable(pytest.Item):
 
 def pytest_collection_finish(session):
     """Build every model the collected contracts need, once, before any runs: a factory that hangs
-    or raises is then stopped by its own deadline and costs one wait, not one per contract."""
+    or raises is then stopped by its own deadline and costs one wait, not one per contract.
+    Not in an xdist worker: there a model that crashes must crash inside the contract that named it."""
     state = session_of(session.config)
-    if state is None or session.config.option.collectonly:
+    if state is None or session.config.option.collectonly or state.worker is not None:
         return
     wanted: dict[str, list[str]] = {}
     for impl_name, family in dict.fromkeys(i.callspec.params["model"] for i in session.items if is_contract(i)):
@@ -224,62 +383,101 @@ def rng(request):
     return np.random.default_rng([seed, zlib.crc32(request.node.nodeid.encode())])
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item, settings):
+    """pytest-timeout's timer for a contract, raising `Hung`: pytest.fail's `Failed` would be
+    caught by Hypothesis, which then runs the hanging model again with no timer left."""
+    if session_of(item.config) is None or not is_contract(item):
+        return None
+    timer = contextlib.ExitStack()
+    timer.enter_context(loading.deadline(settings.timeout, Hung))
+    item.stash[TIMER] = timer
+    return True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item):
+    timer = item.stash.get(TIMER, None)
+    if timer is None:
+        return None
+    del item.stash[TIMER]
+    timer.close()
+    return True
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     session = session_of(item.config)
     if session is None or not is_contract(item):
         return report
-    if report.failed and call.excinfo is not None:
-        line = verdict_line(item, call.excinfo, session)
+    impl_name, family = item.callspec.params["model"]
+    excinfo = call.excinfo
+    if report.failed and excinfo is not None:
+        line = verdict_line(item, excinfo, session)
         if line:
             report.longrepr = f"{line}\n  reproduce: {reproduce(item, session)}"
+    if excinfo is not None and excinfo.errisinstance(Hung):
+        session.faults.record(f"{impl_name}/{family}", f"not run: {impl_name}-{family} hung in {contract_of(item)} ({excinfo.value})")
     if call.when == "call" or report.outcome != "passed":
-        session.report.add(result_of(item, report, session))
+        # Carried on the report, so an xdist worker's results reach the controller (pytest_runtest_logreport).
+        report.user_properties.append((RESULT, dataclasses.asdict(result_of(item, report, excinfo, session))))
+        report.user_properties.append((IMPL_INFO, dataclasses.asdict(session.report.impls[impl_name])))
     return report
 
 
+def contract_of(item) -> str:
+    return item.originalname.removeprefix("test_")
+
+
 def verdict_line(item, excinfo, session) -> str:
-    contract = item.originalname.removeprefix("test_")
+    contract = contract_of(item)
     if isinstance(excinfo.value, harness.ContractFailure):
         return str(excinfo.value)
-    if isinstance(excinfo.value, harness.ConformanceError):
+    if isinstance(excinfo.value, (harness.ConformanceError, Hung)):
         return f"[{contract}] {excinfo.value}"
-    if excinfo.typename == "Failed" and str(excinfo.value).startswith("Timeout"):
-        return f"[{contract}] did not finish within {session.timeout:g}s (--conformance-timeout): the model hangs or is too slow"
     if excinfo.typename == "Failed":  # pytest.fail(..., pytrace=False) from a fixture: already one line
         return f"[{contract}] {excinfo.value}"
     return ""  # anything else is a bug in the suite itself: keep the traceback
 
 
 def reproduce(item, session) -> str:
-    impl_name = item.callspec.params["model"][0]
-    return shlex.join(["pytest", item.nodeid, f"--impl={impl_name}", f"--conformance-seed={session.seed}"])
+    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed))
 
 
-def result_of(item, report, session) -> Result:
+def reproduce_args(nodeid: str, impl_name: str, seed: int) -> list[str]:
+    return ["pytest", nodeid, f"--impl={impl_name}", f"--conformance-seed={seed}"]
+
+
+def result_of(item, report, excinfo, session) -> Result:
     impl_name, family = item.callspec.params["model"]
     case = item.callspec.params.get("case")
     if hasattr(report, "wasxfail"):
         outcome = "xfailed" if report.skipped else "xpassed"
+    elif excinfo is not None and excinfo.errisinstance(Hung):
+        outcome = "hung"
+    elif excinfo is not None and excinfo.errisinstance(NotRun):
+        outcome = "not run"
     elif report.failed:
         outcome = "failed" if report.when == "call" else "error"  # error: the model could not be built
     else:
         outcome = report.outcome
     message = ""
-    if report.longrepr is not None:
+    if outcome == "not run":
+        message = str(excinfo.value)
+    elif report.longrepr is not None:
         message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr).splitlines()[0]
     return Result(
         nodeid=item.nodeid,
         impl=impl_name,
         family=family,
         area=item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"),
-        contract=item.originalname.removeprefix("test_"),
+        contract=contract_of(item),
         case=str(case) if case is not None else "",
         outcome=outcome,
         message=message,
         duration=round(report.duration, 4),
-        reproduce=reproduce(item, session) if outcome in ("failed", "error") else "",
+        reproduce=reproduce(item, session) if outcome in FAILING else "",
     )
 
 

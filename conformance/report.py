@@ -12,10 +12,15 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-# Worst first: a contract's cell shows the worst outcome over its shape cases.
-SEVERITY = ("error", "failed", "xpassed", "xfailed", "passed", "skipped")
-GLYPH = {"error": "E", "failed": "✗", "xpassed": "X", "xfailed": "x", "passed": "✓", "skipped": "s"}
-STYLE = {"error": "bold red", "failed": "bold red", "xpassed": "yellow", "xfailed": "yellow", "passed": "green", "skipped": "dim"}
+# Worst first: a contract's cell shows the worst outcome over its shape cases. crashed: the model
+# killed its process; hung: it ran past the timeout; not run: its model had crashed or hung before.
+FAILING = ("crashed", "hung", "error", "failed")  # outcomes that fail the run
+SEVERITY = ("crashed", "hung", "error", "failed", "not run", "xpassed", "xfailed", "passed", "skipped")
+GLYPH = {"crashed": "C", "hung": "H", "error": "E", "failed": "✗", "not run": "-", "xpassed": "X", "xfailed": "x",
+         "passed": "✓", "skipped": "s"}
+STYLE = {"crashed": "bold red", "hung": "bold red", "error": "bold red", "failed": "bold red", "not run": "red",
+         "xpassed": "yellow", "xfailed": "yellow", "passed": "green", "skipped": "dim"}
+FAULTS = ("crashed", "hung", "error", "failed")  # listed with their messages in the Markdown report
 
 
 @dataclasses.dataclass
@@ -48,7 +53,9 @@ class Report:
         self.seed = seed
         self.results: list[Result] = []
         self.impls: dict[str, ImplInfo] = {}
+        self.crashes: list[str] = []  # "nodeid: signal in function (file:line)", one per crashed worker
         self.started = time.time()
+        self.written = 0.0  # when write() last ran
 
     def add(self, result: Result) -> None:
         self.results.append(result)
@@ -69,7 +76,9 @@ class Report:
         return out
 
     def impl_names(self) -> list[str]:
-        return list(dict.fromkeys(r.impl for r in self.results))
+        """In --impl order (results from xdist workers arrive in any order), those with results."""
+        seen = {r.impl for r in self.results}
+        return [name for name in self.impls if name in seen] + sorted(seen - self.impls.keys())
 
     def families(self) -> list[str]:
         return list(dict.fromkeys(r.family for r in self.results))
@@ -91,11 +100,15 @@ class Report:
             if info.error:
                 lines.append(f"{info.name} ({info.target}): {info.error}")
                 continue
+            if info.backend == "?" and not info.dtypes:
+                lines.append(f"{info.name} ({info.target}): no model was built")
+                continue
             dtypes = ", ".join(f"{fam} {dt}" for fam, dt in info.dtypes.items())
             lines.append(
                 f"{info.name} ({info.target}): backend {info.backend} {info.framework_version}, "
                 f"device {info.device}; {dtypes}"
             )
+        lines += [f"crashed a worker: {crash}" for crash in self.crashes]
         return lines
 
     # Terminal
@@ -132,6 +145,7 @@ class Report:
             "argv": sys.argv,
             "duration_s": round(time.time() - self.started, 3),
             "implementations": [dataclasses.asdict(i) for i in self.impls.values()],
+            "crashed": self.crashes,
             "summary": self.counts(),
             "matrix": [
                 {"impl": i, "family": f, "area": a, "contract": c, "outcome": o} for (i, f, a, c), o in cells.items()
@@ -149,7 +163,7 @@ class Report:
             marks = ["".join(GLYPH.get(o, " ") for o in self.cell(cells, f, area, contract)) for f in families]
             lines.append(f"| {area} | {contract} | " + " | ".join(marks) + " |")
         lines += ["", self.legend(), ""]
-        failures = [r for r in self.results if r.outcome in ("failed", "error")]
+        failures = [r for r in self.results if r.outcome in FAULTS]
         if failures:
             lines += ["## Failures", ""]
             lines += [f"- `{r.nodeid}`: {r.message}" for r in failures]
@@ -163,8 +177,11 @@ class Report:
         if stem.suffix in (".json", ".md", ".html"):
             stem = stem.with_suffix("")
         stem.parent.mkdir(parents=True, exist_ok=True)
-        json_path, md_path, html_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".html")
-        json_path.write_text(json.dumps(self.as_dict(), indent=1))
-        md_path.write_text(self.render_markdown())
-        html_path.write_text(render_html(self))
-        return [json_path, md_path, html_path]
+        paths = [stem.with_suffix(suffix) for suffix in (".json", ".md", ".html")]
+        texts = (json.dumps(self.as_dict(), indent=1), self.render_markdown(), render_html(self))
+        for target, text in zip(paths, texts):
+            partial = target.with_suffix(target.suffix + ".partial")
+            partial.write_text(text)
+            partial.replace(target)  # a run killed mid-write still leaves the previous report whole
+        self.written = time.time()
+        return paths

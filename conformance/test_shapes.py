@@ -23,7 +23,7 @@ def batches(draw, vocab):
     )
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+@settings(max_examples=8, deadline=None, derandomize=True, database=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_logits_shape(model, check, data):

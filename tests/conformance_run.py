@@ -8,6 +8,10 @@ import re
 
 import pytest
 
+from conformance.report import FAILING  # outcomes that fail the run, with a message each
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
 
 @dataclasses.dataclass
 class Run:
@@ -20,10 +24,14 @@ class Run:
 
     @property
     def failed(self) -> set[str]:
-        return self.contracts("failed", "error")
+        return self.contracts(*FAILING)
 
     def messages(self) -> list[str]:
-        return [r["message"] for r in self.report["results"] if r["outcome"] in ("failed", "error")]
+        return [r["message"] for r in self.report["results"] if r["outcome"] in FAILING]
+
+    def verdicts(self, impl: str | None = None) -> dict[str, str]:
+        """{node id: outcome} of every result (of one implementation)."""
+        return {r["nodeid"]: r["outcome"] for r in self.report["results"] if impl in (None, r["impl"])}
 
 
 def all_contracts() -> set[str]:
@@ -32,13 +40,16 @@ def all_contracts() -> set[str]:
     return {name for path in root.glob("test_*.py") for name in re.findall(r"^def test_(\w+)", path.read_text(), re.M)}
 
 
-def run_conformance(pytester, impl: str, *args: str) -> Run:
-    """`pytest --pyargs conformance --impl=IMPL ARGS` from a scratch directory, in this process."""
+def run_conformance(pytester, impl: str, *args: str, workers: int = 0) -> Run:
+    """`pytest --pyargs conformance --impl=IMPL ARGS` from a scratch directory, in this process, or
+    with `workers` > 0 in a subprocess with that many pytest-xdist workers (`-n`; the test then
+    requests the `repo_on_pythonpath` fixture, so tests.broken imports there)."""
     report = pytester.path / "report"
-    outcome = pytester.runpytest(
-        "--pyargs", "conformance", f"--impl={impl}", f"--conformance-report={report}",
-        "-p", "no:cacheprovider", "-q", *args,
-    )
+    args = ("--pyargs", "conformance", f"--impl={impl}", f"--conformance-report={report}", "-p", "no:cacheprovider", "-q", *args)
+    if workers:
+        outcome = pytester.runpytest_subprocess(*args, "-n", str(workers))
+    else:
+        outcome = pytester.runpytest(*args)
     parsed = json.loads(report.with_suffix(".json").read_text()) if report.with_suffix(".json").exists() else {}
     return Run(outcome, parsed, outcome.stdout.str() + outcome.stderr.str())
 

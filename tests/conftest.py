@@ -1,7 +1,10 @@
 import importlib.util
 import os
 
+import pytest
+
 from conformance.compat import import_mxnet
+from tests.conformance_run import REPO
 
 # Frameworks are imported once, before pytester's in-process runs snapshot sys.modules:
 # re-importing one inside a run (torch, TensorFlow) fails.
@@ -17,3 +20,9 @@ if importlib.util.find_spec("mxnet"):
     import_mxnet()
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def repo_on_pythonpath(monkeypatch):
+    """A pytest subprocess imports tests.broken from this checkout, installed or not."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))

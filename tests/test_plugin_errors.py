@@ -107,10 +107,46 @@ def test_own_adapter_object_passes_every_contract(pytester):
     assert run.report["implementations"][0]["backend"] == "custom"
 
 
+def usage_error(pytester, *args):
+    """The output of a run stopped by a command-line mistake, after asserting it is one clean line, exit 4."""
+    outcome = pytester.runpytest("--pyargs", "conformance", "-p", "no:cacheprovider", *args)
+    output = outcome.stdout.str() + "\n" + outcome.stderr.str()
+    assert outcome.ret == 4, output
+    errors = [line for line in output.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, output
+    for noise in ("INTERNALERROR", "Traceback", "_pytest", "Exit:", "usage:"):
+        assert noise not in output, output
+    return errors[0]
+
+
 def test_no_impl_is_a_usage_error(pytester):
-    outcome = pytester.runpytest("--pyargs", "conformance", "-p", "no:cacheprovider")
-    assert outcome.ret == 4
-    outcome.stdout.fnmatch_lines(["*no implementation chosen: pass --impl=torch*"])
+    assert usage_error(pytester) == "ERROR: no implementation chosen: pass --impl=torch (or tensorflow, mxnet, module:factory)"
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--impl="], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, module:factory)"),
+    (["--impl=,"], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, module:factory)"),
+    (["--impl=torch", "--xfails-file=no/such/xfails.txt"], "ERROR: --xfails-file=no/such/xfails.txt: no such file"),
+    (["--impl=torch", "--conformance-seed=-1"], "ERROR: --conformance-seed=-1: a seed is 0 or more"),
+    (["--impl=torch", "--conformance-timeout=0"], "ERROR: --conformance-timeout=0: the limit must be more than 0 seconds"),
+    (["--impl=torch", "--conformance-timeout=-5"], "ERROR: --conformance-timeout=-5: the limit must be more than 0 seconds"),
+    (["--impl=torch", "--conformance-threads=0"], "ERROR: --conformance-threads=0: at least 1"),
+], ids=["empty-impl", "only-commas", "missing-xfails-file", "negative-seed", "zero-timeout", "negative-timeout", "zero-threads"])
+def test_command_line_mistake_is_one_line(pytester, args, line):
+    assert usage_error(pytester, *args) == line
+
+
+def test_report_under_a_file_is_refused_before_any_contract_runs(pytester):
+    pytester.makefile(".txt", notadir="")
+    line = usage_error(pytester, "--impl=torch", "--conformance-report=notadir.txt/sub/report")
+    assert line == f"ERROR: --conformance-report=notadir.txt/sub/report: cannot write under {pytester.path / 'notadir.txt'}, which is a file"
+
+
+def test_impl_named_twice_runs_once(pytester):
+    run = run_conformance(pytester, "torch,torch", "--family=gru", "-k", "eval_calls")
+    assert run.outcome.ret == 0
+    ids = [r["nodeid"].split("[")[1] for r in run.report["results"]]
+    assert len(ids) == len(set(ids)) == 4 and all(id_.startswith("torch-gru-B") for id_ in ids), ids
 
 
 def test_report_is_written_as_json_and_markdown_with_the_header(pytester):
@@ -136,3 +172,21 @@ def test_xfails_file_marks_known_failures_and_warns_about_unmatched_ids(pytester
     assert {o for *_, o in outcomes} == {"xfailed", "failed"}
     assert run.contracts("failed") == {"out_of_vocabulary_target_raises"}, "only the listed target case is xfailed"
     run.outcome.stdout.fnmatch_lines(["*--xfails-file id matches no test: test_errors.py::test_no_such_contract*"])
+
+
+def test_xfails_file_id_of_a_test_that_k_deselected_is_not_warned_about(pytester):
+    xfails = pytester.makefile(".txt", xfails="""
+        test_determinism.py::test_eval_calls_agree_exactly
+        test_no_such_file.py
+    """)
+    run = run_conformance(pytester, "torch", "--family=gru", "-k", "stepwise", f"--xfails-file={xfails}")
+    assert run.outcome.ret == 0
+    assert "matches no test: test_determinism.py" not in run.output, "the id names a test that -k deselected"
+    run.outcome.stdout.fnmatch_lines(["*--xfails-file id matches no test: test_no_such_file.py*"])
+
+
+def test_integer_logits_in_a_gradient_contract_name_the_dtype(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:integer_logits", "--family=gru", "-k", "gradient")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, "returned logits of type int64, but should return a floating array")
+    assert run.failed == {"encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}

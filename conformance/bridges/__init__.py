@@ -1,7 +1,7 @@
 """Bridges turn a raw framework model that follows the d2l interface into a `Seq2SeqAdapter`.
 
-Adding a backend means one module here exposing `accepts(obj)`, `wrap(obj, spec)` and
-`seed(n)`, and one line in `BRIDGES`. A bridge is only imported when its framework already
+Adding a backend means one module here exposing `accepts(obj)`, `wrap(obj, spec)`, `seed(n)`
+and `limit_threads(n)`, and one line in `BRIDGES`. A bridge is only imported when its framework already
 is, so a torch run never imports TensorFlow.
 """
 from __future__ import annotations
@@ -22,10 +22,28 @@ BRIDGES = (
 )
 
 
+# Intra-op threads per framework, applied to each bridge as it loads; None leaves the frameworks'
+# own defaults. The contracts' models are tiny: extra threads only spin, and cost most on a busy
+# machine, so parallelism comes from processes (pytest -n) instead.
+threads: int | None = None
+_limited: set[str] = set()
+
+
+def limit_threads(n: int | None) -> None:
+    global threads
+    threads = n
+    _limited.clear()
+    list(loaded_bridges())  # the frameworks imported so far; later ones as their bridge loads
+
+
 def loaded_bridges():
     for framework, module in BRIDGES:
         if framework in sys.modules:
-            yield importlib.import_module(module)
+            bridge = importlib.import_module(module)
+            if threads and module not in _limited:
+                _limited.add(module)
+                bridge.limit_threads(threads)
+            yield bridge
 
 
 def parameters_once(named_by_part: dict[str, Iterable[tuple[str, object]]]) -> dict[str, dict[str, object]]:

@@ -1,6 +1,8 @@
 """MXNet: a `gluon.Block` with `.encoder` and `.decoder` (d2l's EncoderDecoder), numpy interface."""
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from ..compat import import_mxnet
@@ -20,6 +22,11 @@ def accepts(obj) -> bool:
 
 def seed(n: int) -> None:
     mx.random.seed(n)
+
+
+def limit_threads(n: int) -> None:
+    # MXNet reads OMP_NUM_THREADS only when it loads; this C call changes its OpenMP pool afterwards.
+    mx.base.check_call(mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(n)))
 
 
 def wrap(model, spec):

@@ -24,6 +24,14 @@ def seed(n: int) -> None:
     keras.utils.set_random_seed(n)  # Keras' initializers draw from its own global seed, not only TF's
 
 
+def limit_threads(n: int) -> None:
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:  # TensorFlow fixes its thread pools when it first runs an op; too late then
+        pass
+
+
 def wrap(model, spec):
     return TensorFlowAdapter(model, spec, keras)
 

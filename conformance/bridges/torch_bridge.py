@@ -19,6 +19,10 @@ def seed(n: int) -> None:
     torch.manual_seed(n)
 
 
+def limit_threads(n: int) -> None:
+    torch.set_num_threads(n)
+
+
 def wrap(model, spec):
     return TorchAdapter(model, spec)
 

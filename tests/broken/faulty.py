@@ -1,9 +1,11 @@
 """Factories that fail the way users' code fails, whatever the framework: the harness must answer each
 with one clear line. Per-backend faults (NaN or time-major logits, a raising model, a declined
 family) are in each `<backend>_models.py`."""
+import os
+import signal
 import time
 
-
+import torch
 from conformance.bridges.torch_bridge import TorchAdapter
 from impls.torch import make_model
 from impls.torch.recurrent import Seq2SeqDecoder
@@ -40,6 +42,41 @@ class HangingDecoder(Seq2SeqDecoder):
 
 def hangs_in_decoder(spec):
     return broken(spec, Seq2SeqDecoder=HangingDecoder)
+
+
+class HangsOnBatchOfOne(Seq2SeqDecoder):
+    """Passes the smoke test (a batch of two), so the hang happens inside a contract."""
+
+    def forward(self, X, state):
+        while X.shape[0] == 1:
+            time.sleep(0.05)
+        return super().forward(X, state)
+
+
+def hangs_on_batch_of_one(spec):
+    return broken(spec, Seq2SeqDecoder=HangsOnBatchOfOne)
+
+
+class HangsInFloat32(Seq2SeqDecoder):
+    """Passes in float64, the suite's first choice; hangs when built in float32."""
+
+    def forward(self, X, state):
+        while next(self.parameters()).dtype == torch.float32:
+            time.sleep(0.05)
+        return super().forward(X, state)
+
+
+def hangs_in_float32(spec):
+    return broken(spec, Seq2SeqDecoder=HangsInFloat32)
+
+
+class SegfaultingDecoder(Seq2SeqDecoder):
+    def forward(self, X, state):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def segfaults_in_decoder(spec):
+    return broken(spec, Seq2SeqDecoder=SegfaultingDecoder)
 
 
 def hangs_in_factory(spec):

@@ -1,0 +1,140 @@
+"""Faults never lose the report: a model that hangs or crashes its process costs its own rows and
+about one timeout, the reference beside it keeps every verdict, and pytest -n changes no verdict."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conformance import loading
+from tests.conformance_run import run_conformance
+
+FAULTY = "tests.broken.faulty"
+
+
+def faulty_verdicts(run, impl):
+    """{family: sorted outcomes} of one implementation's results."""
+    out = {}
+    for r in run.report["results"]:
+        if r["impl"] == impl:
+            out.setdefault(r["family"], []).append(r["outcome"])
+    return {family: sorted(outcomes) for family, outcomes in out.items()}
+
+
+def assert_reference_intact(run):
+    torch = run.verdicts("torch")
+    assert len(torch) > 40 and set(torch.values()) == {"passed"}, {k: v for k, v in torch.items() if v != "passed"}
+
+
+def test_model_that_hangs_before_any_contract_costs_one_timeout_per_family(pytester):
+    started = time.monotonic()
+    run = run_conformance(pytester, f"{FAULTY}:hangs_in_decoder,torch", "--family=gru,lstm", "--conformance-timeout=5")
+    elapsed = time.monotonic() - started
+    assert run.outcome.ret == 1
+    assert_reference_intact(run)
+    verdicts = faulty_verdicts(run, f"{FAULTY}:hangs_in_decoder")
+    for family in ("gru", "lstm"):
+        assert verdicts[family] == ["hung"] + ["not run"] * (len(verdicts[family]) - 1), verdicts[family]
+    not_run = [r["message"] for r in run.report["results"] if r["outcome"] == "not run"]
+    assert all("hung in stepwise_equals_teacher_forced" in m for m in not_run), not_run[:3]
+    # One 5 s wait per family; a wait per contract would be 46 x 5 s.
+    assert elapsed < 2 * 5 + 45, f"{elapsed:.0f}s"
+
+
+def test_model_that_hangs_inside_a_contract_fails_it_and_the_later_ones_are_not_run(pytester):
+    impl = f"{FAULTY}:hangs_on_batch_of_one"  # passes the smoke test, hangs on any batch of one
+    started = time.monotonic()
+    run = run_conformance(pytester, f"{impl},torch", "--family=gru", "--conformance-timeout=5")
+    elapsed = time.monotonic() - started
+    assert run.outcome.ret == 1
+    assert_reference_intact(run)
+    hung = {nodeid: o for nodeid, o in run.verdicts(impl).items() if o == "hung"}
+    assert list(hung) == [f"test_autoregressive.py::test_stepwise_equals_teacher_forced[{impl}-gru-B1-S1-T1]"]
+    assert set(faulty_verdicts(run, impl)["gru"]) == {"hung", "not run"}
+    run.outcome.stdout.fnmatch_lines(["*[[]stepwise_equals_teacher_forced[]] did not finish within 5s (--conformance-timeout)"])
+    assert elapsed < 5 + 40, f"{elapsed:.0f}s"
+
+
+def test_hypothesis_contract_that_hangs_is_one_line_within_the_timeout(pytester):
+    run = run_conformance(pytester, f"{FAULTY}:hangs_on_batch_of_one", "--family=gru", "--conformance-timeout=4",
+                          "-k", "logits_shape")
+    assert run.outcome.ret == 1
+    assert [r["outcome"] for r in run.report["results"]] == ["hung"]
+    assert run.report["results"][0]["message"] == "[logits_shape] did not finish within 4s (--conformance-timeout)"
+    assert run.report["results"][0]["duration"] < 4 + 2, "Hypothesis did not retry the hanging example"
+    assert "Traceback" not in run.output and "Hypothesis" not in run.output
+
+
+def test_model_built_in_another_dtype_inside_a_contract_is_still_timed(pytester):
+    """test_logits_dtype_follows_spec builds a float32 model inside the contract; building it must not
+    cancel the contract's timer, or the decode that hangs after it waits for ever."""
+    run = run_conformance(pytester, f"{FAULTY}:hangs_in_float32", "--family=gru", "--conformance-timeout=4",
+                          "-k", "logits_dtype_follows_spec")
+    assert run.outcome.ret == 1
+    assert {r["nodeid"].rsplit("-", 1)[-1]: r["outcome"] for r in run.report["results"]} == {
+        "float32]": "hung", "float64]": "not run"}
+    assert run.outcome.duration < 4 + 30
+
+
+class Expired(Exception):
+    pass
+
+
+def test_deadline_inside_an_earlier_one_leaves_it_in_charge():
+    started = time.monotonic()
+    with pytest.raises(Expired):
+        with loading.deadline(1, Expired):
+            with loading.deadline(10):
+                pass  # on leaving, the enclosing deadline is re-armed, not cancelled
+            time.sleep(5)
+    assert time.monotonic() - started < 3
+
+
+def test_model_that_crashes_its_worker_under_xdist(pytester, repo_on_pythonpath):
+    impl = f"{FAULTY}:segfaults_in_decoder"  # os.kill(os.getpid(), SIGSEGV) in decoder.forward
+    run = run_conformance(pytester, f"{impl},torch", "--family=gru,lstm", workers=2)
+    assert run.outcome.ret == 1
+    assert_reference_intact(run)
+    outcomes = [o for family in faulty_verdicts(run, impl).values() for o in family]
+    assert set(outcomes) == {"crashed", "not run"} and len(outcomes) == len(run.verdicts("torch")), "every contract reported"
+    assert 1 <= outcomes.count("crashed") <= 2, "a crash at most per worker running it at that moment"
+    crashed = [r for r in run.report["results"] if r["outcome"] == "crashed"]
+    assert all("Segmentation fault in forward (faulty.py:" in r["message"] for r in crashed), crashed
+    assert run.report["crashed"] == [f"{r['nodeid']}: {r['message'].split(': ', 1)[1]}" for r in crashed]
+    assert run.outcome.duration < 120
+
+
+def test_xdist_gives_the_serial_verdicts_in_one_report(pytester, repo_on_pythonpath):
+    serial = run_conformance(pytester, "torch")
+    parallel = run_conformance(pytester, "torch", workers=2)
+    assert parallel.outcome.ret == serial.outcome.ret == 0
+    assert len(serial.verdicts()) == 456
+    assert parallel.verdicts() == serial.verdicts()
+    assert sorted(map(str, parallel.report["matrix"])) == sorted(map(str, serial.report["matrix"]))
+    assert parallel.report["implementations"] == serial.report["implementations"]
+
+
+def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
+    """SIGTERM (what `timeout` sends) in the middle of a run: the results so far are in the report."""
+    report = pytester.path / "report.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--pyargs", "conformance", f"--impl=torch,{FAULTY}:hangs_on_batch_of_one",
+         "--family=gru", "--conformance-timeout=600", f"--conformance-report={report.with_suffix('')}", "-p", "no:cacheprovider", "-q"],
+        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not report.exists() and time.monotonic() < deadline:  # written as results arrive
+            time.sleep(0.2)
+        assert report.exists(), "no report while the run was going"
+        time.sleep(3)  # into the hang: torch's B1 contract runs first, the faulty one's hangs
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) != 0
+    finally:
+        run.kill()
+    results = json.loads(report.read_text())["results"]
+    assert {r["outcome"] for r in results if r["impl"] == "torch"} == {"passed"}
+    assert os.path.exists(report.with_suffix(".md"))
