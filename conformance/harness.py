@@ -34,6 +34,10 @@ class BadOutput(ConformanceError):
     """The implementation returned something the interface does not allow."""
 
 
+class UnusableAsBefore(ConformanceError):
+    """The model could not be built or used, as reported in full at its first contract."""
+
+
 class OpaqueState(ConformanceError):
     """A tree holds an object the suite cannot see into, so no contract on it can be checked."""
 

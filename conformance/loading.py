@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import os
 import signal
+import sys
 import threading
 import time
 import types
@@ -42,6 +44,8 @@ def resolve(name: str) -> Impl:
     if ":" not in target:
         return Impl(name, target, error=f"unknown implementation {name!r}: use {', '.join(BUILTIN)} or module:factory")
     module_name, attr = target.split(":", 1)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: a module beside the user comes first
     try:
         module = importlib.import_module(module_name)
     except BaseException as exc:  # an import can fail any way, SystemExit included

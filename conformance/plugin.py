@@ -76,6 +76,7 @@ class ConformanceSession:
         self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
         shared = (self.worker or {}).get(FAULTS_DIR)
         shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
+        self.unusable_reported: set[tuple] = set()  # (impl, family, dtype) whose reason was printed in full
         self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
         self.owns_faults_dir = not shared
         self.crash_log = None
@@ -102,6 +103,11 @@ class ConformanceSession:
         if isinstance(built, loading.Broken) and built.hung:
             raise Hung(f"hung before any contract ran: {built.reason}")
         if isinstance(built, loading.Broken):
+            if (impl_name, family, dtype) in self.unusable_reported:  # one full line per model, not one per contract
+                raise harness.UnusableAsBefore(f"{impl_name} cannot be used for {family}: see its first error")
+            self.unusable_reported.add((impl_name, family, dtype))
+            if dtype is None:
+                self.report.impls[impl_name].unusable[family] = built.reason
             pytest.fail(built.reason, pytrace=False)
         if dtype is None:
             self.note_model(built)
@@ -142,6 +148,7 @@ class ConformanceSession:
             if value[field] != "?":
                 setattr(info, field, value[field])
         info.dtypes.update(value["dtypes"])
+        info.unusable.update(value["unusable"])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
@@ -348,6 +355,8 @@ def pytest_collection_finish(session):
             built = state.models.precise(state.impl(impl_name), family)
             if isinstance(built, harness.CheckedModel):
                 state.note_model(built)
+            elif isinstance(built, loading.Broken):
+                state.report.impls[impl_name].unusable[family] = built.reason
 
 
 def matches(id_: str, nodeid: str) -> bool:
@@ -380,7 +389,9 @@ def check(request, model):
 @pytest.fixture
 def rng(request):
     seed = session_of(request.config).seed
-    return np.random.default_rng([seed, zlib.crc32(request.node.nodeid.encode())])
+    # Seeded from the contract module's file name and the test's name with its parameters, not the
+    # node id, which depends on how pytest was invoked (`pytest conformance/`, `--pyargs`, a rootdir).
+    return np.random.default_rng([seed, zlib.crc32(f"{request.node.path.name}::{request.node.name}".encode())])
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -416,7 +427,8 @@ def pytest_runtest_makereport(item, call):
     if report.failed and excinfo is not None:
         line = verdict_line(item, excinfo, session)
         if line:
-            report.longrepr = f"{line}\n  reproduce: {reproduce(item, session)}"
+            again = excinfo.errisinstance(harness.UnusableAsBefore)
+            report.longrepr = line if again else f"{line}\n  reproduce: {reproduce(item, session)}"
     if excinfo is not None and excinfo.errisinstance(Hung):
         session.faults.record(f"{impl_name}/{family}", f"not run: {impl_name}-{family} hung in {contract_of(item)} ({excinfo.value})")
     if call.when == "call" or report.outcome != "passed":
@@ -446,7 +458,14 @@ def reproduce(item, session) -> str:
 
 
 def reproduce_args(nodeid: str, impl_name: str, seed: int) -> list[str]:
-    return ["pytest", nodeid, f"--impl={impl_name}", f"--conformance-seed={seed}"]
+    """The command that reruns one contract as printed, from the directory pytest was started in: the
+    contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
+    Node ids depend on the rootdir; the contract modules are always this package's."""
+    path, sep, test = nodeid.partition("::")
+    module = pathlib.Path(__file__).resolve().parent / pathlib.Path(path).name
+    here = pathlib.Path.cwd()
+    shown = module.relative_to(here) if module.is_relative_to(here) else module
+    return ["pytest", f"{shown}{sep}{test}", f"--impl={impl_name}", f"--conformance-seed={seed}"]
 
 
 def result_of(item, report, excinfo, session) -> Result:
@@ -483,7 +502,7 @@ def result_of(item, report, excinfo, session) -> Result:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = session_of(config)
-    if session is None or not session.impls:
+    if session is None or not session.impls or config.option.collectonly:
         return
     tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")

@@ -46,6 +46,7 @@ class ImplInfo:
     device: str = "?"
     dtypes: dict = dataclasses.field(default_factory=dict)  # family -> dtype used, with any note
     error: str = ""
+    unusable: dict = dataclasses.field(default_factory=dict)  # family -> why no model could be used
 
 
 class Report:
@@ -92,7 +93,10 @@ class Report:
 
     def legend(self) -> str:
         counts = "  ".join(f"{GLYPH[k]} {k}: {v}" for k, v in self.counts().items() if v)
-        return f"{counts}   (one mark per implementation in each cell: {', '.join(self.impl_names())})"
+        return (
+            f"cells: {counts}. One mark per implementation in each cell ({', '.join(self.impl_names())}): the worst "
+            f"outcome over the contract's shape cases, which pytest counts one by one ({len(self.results)} here)"
+        )
 
     def header_lines(self) -> list[str]:
         lines = [f"seed {self.seed}; python {platform.python_version()} on {platform.platform()}"]
@@ -100,13 +104,14 @@ class Report:
             if info.error:
                 lines.append(f"{info.name} ({info.target}): {info.error}")
                 continue
+            unusable = "; ".join(f"{family}: {reason}" for family, reason in info.unusable.items())
             if info.backend == "?" and not info.dtypes:
-                lines.append(f"{info.name} ({info.target}): no model was built")
+                lines.append(f"{info.name} ({info.target}): {unusable or 'no model was built'}")
                 continue
             dtypes = ", ".join(f"{fam} {dt}" for fam, dt in info.dtypes.items())
             lines.append(
                 f"{info.name} ({info.target}): backend {info.backend} {info.framework_version}, "
-                f"device {info.device}; {dtypes}"
+                f"device {info.device}; {dtypes}" + (f"; {unusable}" if unusable else "")
             )
         lines += [f"crashed a worker: {crash}" for crash in self.crashes]
         return lines
@@ -115,8 +120,8 @@ class Report:
     def render_terminal(self, width: int, color: bool) -> str:
         cells = self.cells()
         table = Table(title="Conformance matrix: contract x family", title_justify="left", pad_edge=False)
-        table.add_column("area", style="dim")
-        table.add_column("contract")
+        table.add_column("area", style="dim", no_wrap=True)
+        table.add_column("contract", no_wrap=True, min_width=max((len(c) for _, c in self.rows()), default=8))
         for family in self.families():
             table.add_column(family, justify="center")
         previous_area = None
@@ -130,6 +135,9 @@ class Report:
         console = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
         for line in self.header_lines():
             console.print(line, markup=False, soft_wrap=True)
+        if not self.results:  # nothing ran: the header says why, an empty matrix would say nothing
+            console.print("no contract ran", markup=False)
+            return buf.getvalue()
         console.print(table)
         console.print(self.legend(), markup=False)
         return buf.getvalue()

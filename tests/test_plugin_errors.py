@@ -7,9 +7,12 @@ FAULTY = "tests.broken.faulty"  # faults whatever the framework; per-backend one
 
 
 def assert_one_line_failures(run, expected_text):
-    assert run.messages(), "expected failures"
-    for message in run.messages():
-        assert expected_text in message, message
+    """Every failure is one line; the first names `expected_text`, and each later one either names it
+    too or, for a model that could not be used at all, refers back to that first line."""
+    messages = run.messages()
+    assert messages and expected_text in messages[0], messages
+    for message in messages:
+        assert expected_text in message or message.endswith("cannot be used for gru: see its first error"), message
         assert "\x1b[" not in message, f"terminal escape codes in {message!r}"
     assert "Traceback" not in run.output
 
@@ -41,6 +44,9 @@ def test_factory_that_raises(pytester):
     assert run.outcome.ret == 1
     assert_one_line_failures(run, "raised ValueError: checkpoint weights.safetensors not found")
     assert run.contracts("error") == {"stepwise_equals_teacher_forced", "logits_shape"}
+    assert sum("checkpoint weights.safetensors not found" in m for m in run.messages()) == 1, "the reason once"
+    assert run.output.count("reproduce:") == 1, "one reproduce line for the one full failure"
+    run.outcome.stdout.fnmatch_lines(["*:factory_raises (*): gru: unusable in float64 (factory * raised ValueError*"])
 
 
 @pytest.mark.parametrize("factory, returned, bases", [
@@ -109,7 +115,9 @@ def test_own_adapter_object_passes_every_contract(pytester):
 
 def usage_error(pytester, *args):
     """The output of a run stopped by a command-line mistake, after asserting it is one clean line, exit 4."""
-    outcome = pytester.runpytest("--pyargs", "conformance", "-p", "no:cacheprovider", *args)
+    # The outer pytest imported the plugin already, so the inner one warns that it cannot rewrite it.
+    outcome = pytester.runpytest("--pyargs", "conformance", "-p", "no:cacheprovider",
+                                 "-W", "ignore::pytest.PytestAssertRewriteWarning", *args)
     output = outcome.stdout.str() + "\n" + outcome.stderr.str()
     assert outcome.ret == 4, output
     errors = [line for line in output.splitlines() if line.startswith("ERROR")]
