@@ -25,9 +25,9 @@ from .precision import effective_precision
 from .spec import Declared, ModelSpec, Unsupported
 
 BUILTIN = {
-    "torch": "impls.torch:make_model",
-    "tensorflow": "impls.tensorflow:make_model",
-    "mxnet": "impls.mxnet:make_model",
+    "torch": "conformance_impls.torch:make_model",  # impls/ in the repository, installed under this name
+    "tensorflow": "conformance_impls.tensorflow:make_model",
+    "mxnet": "conformance_impls.mxnet:make_model",
 }
 
 
