@@ -14,8 +14,8 @@ from one state, breaks. The two state-reuse contracts that watch for it fail:
 import torch
 from torch import nn
 
-from conformance import ModelSpec, Unsupported, register_state_codec
-from examples.torch_nn_transformer import Embed, Encoder, EncoderDecoder
+from conformance import ModelSpec, register_state_codec
+from examples.torch_nn_transformer import Embed, encoder_decoder
 
 FAMILY = "transformer"
 EXPECTED = {  # factory: contracts that fail (tests/test_examples.py checks these)
@@ -83,11 +83,7 @@ class CachedDecoder(nn.Module):
 
 
 def make_model(spec: ModelSpec):
-    if spec.family != "transformer":
-        raise Unsupported("this example is a Transformer")
-    torch.manual_seed(spec.seed)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
-    return EncoderDecoder(Encoder(spec), CachedDecoder(spec)).to(dtype).eval()
+    return encoder_decoder(spec, CachedDecoder)
 
 
 class InPlaceCache(Cache):

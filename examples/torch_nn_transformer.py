@@ -86,12 +86,17 @@ class EncoderDecoder(nn.Module):
         return self.decoder(dec_X, self.decoder.init_state(self.encoder(enc_X, *args), *args))[0]
 
 
-def make_model(spec: ModelSpec):
+def encoder_decoder(spec: ModelSpec, decoder_class) -> EncoderDecoder:
+    """This encoder with a decoder of `decoder_class`, seeded, in spec.dtype, in evaluation mode."""
     if spec.family != "transformer":
         raise Unsupported("this example is a Transformer")
     torch.manual_seed(spec.seed)
     dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
-    return EncoderDecoder(Encoder(spec), Decoder(spec)).to(dtype).eval()
+    return EncoderDecoder(Encoder(spec), decoder_class(spec)).to(dtype).eval()
+
+
+def make_model(spec: ModelSpec):
+    return encoder_decoder(spec, Decoder)
 
 
 class DecoderWithoutMemoryMask(Decoder):
