@@ -138,3 +138,11 @@ def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
     results = json.loads(report.read_text())["results"]
     assert {r["outcome"] for r in results if r["impl"] == "torch"} == {"passed"}
     assert os.path.exists(report.with_suffix(".md"))
+
+
+def test_unloadable_impl_under_xdist_is_named_in_the_report(pytester, repo_on_pythonpath):
+    """The controller imports no factory: the reason an --impl cannot load comes from a worker."""
+    run = run_conformance(pytester, "torch,nosuch", "--family=gru", "-k", "eval_calls", workers=2)
+    assert run.outcome.ret == 1
+    errors = {i["name"]: i["error"] for i in run.report["implementations"]}
+    assert errors["torch"] == "" and errors["nosuch"].startswith("unknown implementation 'nosuch'")
