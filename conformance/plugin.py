@@ -57,13 +57,12 @@ class ConformanceSession:
 
     def __init__(self, config):
         opt = config.getoption
-        self.config = config
         self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
         # pytest -n's controller only merges the workers' results: importing the factories is the workers'
         # job (9 s of CPU for the three frameworks), and a module that crashes on import then spares it.
-        controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
+        self.controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
         names = dict.fromkeys(split_list(opt("impl")))  # each name once
-        self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if controller else loading.resolve(n) for n in names]
+        self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if self.controller else loading.resolve(n) for n in names]
         self.families = split_list(opt("family")) or list(FAMILIES)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
@@ -83,10 +82,6 @@ class ConformanceSession:
         self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
         self.owns_faults_dir = not shared
         self.crash_log = None
-
-    def distributed(self) -> bool:
-        """pytest-xdist's controller: workers run the models, this process only merges their results."""
-        return self.config.pluginmanager.has_plugin("dsession")
 
     def impl(self, name: str) -> loading.Impl:
         return next(i for i in self.impls if i.name == name)
@@ -267,7 +262,7 @@ def pytest_report_header(config):
     session = session_of(config)
     if session is None or session.worker is not None:
         return None
-    if not session.distributed():  # under xdist only workers run models: one that crashes must not take this process
+    if not session.controller:  # under xdist only workers run models: one that crashes must not take this process
         for impl in session.impls:
             session.describe(impl)
     threads = f"{session.threads} thread(s) per framework" if session.threads else "threads as OMP_NUM_THREADS says"
@@ -383,8 +378,9 @@ def rng(request):
 @pytest.hookimpl(optionalhook=True)
 def pytest_timeout_set_timer(item, settings):
     """pytest-timeout's timer for a contract, raising `Hung`: pytest.fail's `Failed` would be
-    caught by Hypothesis, which then runs the hanging model again with no timer left."""
-    if session_of(item.config) is None or not is_contract(item):
+    caught by Hypothesis, which then runs the hanging model again with no timer left. Off the main
+    thread there is no SIGALRM: pytest-timeout's own thread method serves."""
+    if session_of(item.config) is None or not is_contract(item) or threading.current_thread() is not threading.main_thread():
         return None
     timer = contextlib.ExitStack()
     timer.enter_context(loading.deadline(settings.timeout, Hung))

@@ -132,7 +132,7 @@ def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
         assert report.exists(), "no report while the run was going"
         time.sleep(3)  # into the hang: torch's B1 contract runs first, the faulty one's hangs
         run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=60) != 0
+        assert run.wait(timeout=60) == 2, "pytest's 'interrupted': the session finished and wrote the report"
     finally:
         run.kill()
     results = json.loads(report.read_text())["results"]
