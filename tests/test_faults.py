@@ -107,6 +107,18 @@ def test_model_that_crashes_its_worker_under_xdist(pytester, repo_on_pythonpath)
     assert run.outcome.duration < 120
 
 
+def test_model_that_hangs_under_xdist_costs_one_timeout_per_worker(pytester, repo_on_pythonpath):
+    """Workers share what hung: after the first hang in each worker, the model's contracts are not run."""
+    impl = f"{FAULTY}:hangs_in_decoder"
+    run = run_conformance(pytester, f"{impl},torch", "--family=gru", "--conformance-timeout=5", workers=2)
+    assert run.outcome.ret == 1
+    assert_reference_intact(run)
+    outcomes = faulty_verdicts(run, impl)["gru"]
+    assert set(outcomes) == {"hung", "not run"} and 1 <= outcomes.count("hung") <= 2, outcomes
+    assert len(outcomes) == len(run.verdicts("torch")), "every contract reported"
+    assert run.outcome.duration < 2 * 5 + 60
+
+
 def test_xdist_gives_the_serial_verdicts_in_one_report(pytester, repo_on_pythonpath):
     serial = run_conformance(pytester, "torch")
     parallel = run_conformance(pytester, "torch", workers=2)
