@@ -57,8 +57,12 @@ class ConformanceSession:
 
     def __init__(self, config):
         opt = config.getoption
-        self.config = config
-        self.impls = [loading.resolve(name) for name in dict.fromkeys(split_list(opt("impl")))]  # each name once
+        self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
+        # pytest -n's controller only merges the workers' results: importing the factories is the workers'
+        # job (9 s of CPU for the three frameworks), and a module that crashes on import then spares it.
+        self.controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
+        names = dict.fromkeys(split_list(opt("impl")))  # each name once
+        self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if self.controller else loading.resolve(n) for n in names]
         self.families = split_list(opt("family")) or list(FAMILIES)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
@@ -73,17 +77,12 @@ class ConformanceSession:
         for impl in self.impls:
             self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
         self.xfail_ids = read_id_file(opt("xfails_file"))
-        self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
         shared = (self.worker or {}).get(FAULTS_DIR)
         shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
         self.unusable_reported: set[tuple] = set()  # (impl, family, dtype) whose reason was printed in full
         self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
         self.owns_faults_dir = not shared
         self.crash_log = None
-
-    def distributed(self) -> bool:
-        """pytest-xdist's controller: workers run the models, this process only merges their results."""
-        return self.config.pluginmanager.has_plugin("dsession")
 
     def impl(self, name: str) -> loading.Impl:
         return next(i for i in self.impls if i.name == name)
@@ -144,8 +143,8 @@ class ConformanceSession:
 
     def merge_impl_info(self, value: dict) -> None:
         info = self.report.impls[value["name"]]
-        for field in ("backend", "framework_version", "device"):
-            if value[field] != "?":
+        for field in ("backend", "framework_version", "device", "error"):
+            if value[field] not in ("?", ""):
                 setattr(info, field, value[field])
         info.dtypes.update(value["dtypes"])
         info.unusable.update(value["unusable"])
@@ -273,7 +272,7 @@ def pytest_report_header(config):
     session = session_of(config)
     if session is None or session.worker is not None:
         return None
-    if not session.distributed():  # under xdist only workers run models: one that crashes must not take this process
+    if not session.controller:  # under xdist only workers run models: one that crashes must not take this process
         for impl in session.impls:
             session.describe(impl)
     threads = f"{session.threads} thread(s) per framework" if session.threads else "threads as OMP_NUM_THREADS says"
@@ -308,7 +307,7 @@ def pytest_collection_modifyitems(session, config, items):
         dropped = [item for item in contracts if item.callspec.params["model"][0] in unloadable]
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if item not in dropped] + [
-            ImplementationUnavailable.from_parent(session, name=f"--impl={impl.name}", message=impl.error)
+            ImplementationUnavailable.from_parent(session, name=f"--impl={impl.name}", impl_name=impl.name, message=impl.error)
             for impl in unloadable.values()
         ]
         contracts = [item for item in contracts if item not in dropped]
@@ -325,8 +324,9 @@ def pytest_collection_modifyitems(session, config, items):
 class ImplementationUnavailable(pytest.Item):
     """Stands for every contract of an --impl that cannot be loaded, and fails with the reason."""
 
-    def __init__(self, *, message: str, **kwargs):
+    def __init__(self, *, impl_name: str, message: str, **kwargs):
         super().__init__(**kwargs)
+        self.impl_name = impl_name
         self.message = message
 
     def runtest(self):
@@ -397,8 +397,9 @@ def rng(request):
 @pytest.hookimpl(optionalhook=True)
 def pytest_timeout_set_timer(item, settings):
     """pytest-timeout's timer for a contract, raising `Hung`: pytest.fail's `Failed` would be
-    caught by Hypothesis, which then runs the hanging model again with no timer left."""
-    if session_of(item.config) is None or not is_contract(item):
+    caught by Hypothesis, which then runs the hanging model again with no timer left. Off the main
+    thread there is no SIGALRM: pytest-timeout's own thread method serves."""
+    if session_of(item.config) is None or not is_contract(item) or threading.current_thread() is not threading.main_thread():
         return None
     timer = contextlib.ExitStack()
     timer.enter_context(loading.deadline(settings.timeout, Hung))
@@ -420,6 +421,8 @@ def pytest_timeout_cancel_timer(item):
 def pytest_runtest_makereport(item, call):
     report = yield
     session = session_of(item.config)
+    if isinstance(item, ImplementationUnavailable) and call.when == "call":  # the reason, for xdist's controller
+        report.user_properties.append((IMPL_INFO, dataclasses.asdict(session.report.impls[item.impl_name])))
     if session is None or not is_contract(item):
         return report
     impl_name, family = item.callspec.params["model"]

@@ -107,6 +107,18 @@ def test_model_that_crashes_its_worker_under_xdist(pytester, repo_on_pythonpath)
     assert run.outcome.duration < 120
 
 
+def test_model_that_hangs_under_xdist_costs_one_timeout_per_worker(pytester, repo_on_pythonpath):
+    """Workers share what hung: after the first hang in each worker, the model's contracts are not run."""
+    impl = f"{FAULTY}:hangs_in_decoder"
+    run = run_conformance(pytester, f"{impl},torch", "--family=gru", "--conformance-timeout=5", workers=2)
+    assert run.outcome.ret == 1
+    assert_reference_intact(run)
+    outcomes = faulty_verdicts(run, impl)["gru"]
+    assert set(outcomes) == {"hung", "not run"} and 1 <= outcomes.count("hung") <= 2, outcomes
+    assert len(outcomes) == len(run.verdicts("torch")), "every contract reported"
+    assert run.outcome.duration < 2 * 5 + 60
+
+
 def test_xdist_gives_the_serial_verdicts_in_one_report(pytester, repo_on_pythonpath):
     serial = run_conformance(pytester, "torch")
     parallel = run_conformance(pytester, "torch", workers=2)
@@ -132,9 +144,17 @@ def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
         assert report.exists(), "no report while the run was going"
         time.sleep(3)  # into the hang: torch's B1 contract runs first, the faulty one's hangs
         run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=60) != 0
+        assert run.wait(timeout=60) == 2, "pytest's 'interrupted': the session finished and wrote the report"
     finally:
         run.kill()
     results = json.loads(report.read_text())["results"]
     assert {r["outcome"] for r in results if r["impl"] == "torch"} == {"passed"}
     assert os.path.exists(report.with_suffix(".md"))
+
+
+def test_unloadable_impl_under_xdist_is_named_in_the_report(pytester, repo_on_pythonpath):
+    """The controller imports no factory: the reason an --impl cannot load comes from a worker."""
+    run = run_conformance(pytester, "torch,nosuch", "--family=gru", "-k", "eval_calls", workers=2)
+    assert run.outcome.ret == 1
+    errors = {i["name"]: i["error"] for i in run.report["implementations"]}
+    assert errors["torch"] == "" and errors["nosuch"].startswith("unknown implementation 'nosuch'")

@@ -6,6 +6,7 @@ import signal
 import time
 
 import torch
+
 from conformance.bridges.torch_bridge import TorchAdapter
 from impls.torch import make_model
 from impls.torch.recurrent import Seq2SeqDecoder
@@ -34,40 +35,23 @@ def integer_logits(spec):
     return broken(spec, Seq2SeqDecoder=IntegerDecoder)
 
 
-class HangingDecoder(Seq2SeqDecoder):
-    def forward(self, X, state):
-        while True:
-            time.sleep(0.05)
+def hangs_while(condition):
+    """A factory whose decoder hangs whenever `condition(decoder, X)` holds, and works otherwise."""
+
+    class HangsSometimes(Seq2SeqDecoder):
+        def forward(self, X, state):
+            while condition(self, X):
+                time.sleep(0.05)
+            return super().forward(X, state)
+
+    return lambda spec: broken(spec, Seq2SeqDecoder=HangsSometimes)
 
 
-def hangs_in_decoder(spec):
-    return broken(spec, Seq2SeqDecoder=HangingDecoder)
-
-
-class HangsOnBatchOfOne(Seq2SeqDecoder):
-    """Passes the smoke test (a batch of two), so the hang happens inside a contract."""
-
-    def forward(self, X, state):
-        while X.shape[0] == 1:
-            time.sleep(0.05)
-        return super().forward(X, state)
-
-
-def hangs_on_batch_of_one(spec):
-    return broken(spec, Seq2SeqDecoder=HangsOnBatchOfOne)
-
-
-class HangsInFloat32(Seq2SeqDecoder):
-    """Passes in float64, the suite's first choice; hangs when built in float32."""
-
-    def forward(self, X, state):
-        while next(self.parameters()).dtype == torch.float32:
-            time.sleep(0.05)
-        return super().forward(X, state)
-
-
-def hangs_in_float32(spec):
-    return broken(spec, Seq2SeqDecoder=HangsInFloat32)
+hangs_in_decoder = hangs_while(lambda decoder, X: True)
+# Passes the smoke test (a batch of two), so the hang happens inside a contract.
+hangs_on_batch_of_one = hangs_while(lambda decoder, X: X.shape[0] == 1)
+# Passes in float64, the suite's first choice; hangs when a contract builds it in float32.
+hangs_in_float32 = hangs_while(lambda decoder, X: next(decoder.parameters()).dtype == torch.float32)
 
 
 class SegfaultingDecoder(Seq2SeqDecoder):
