@@ -107,14 +107,22 @@ class CheckedModel:
             return self.adapter.encode(src, src_valid_len)
 
     def init_state(self, enc_outputs, src_valid_len):
-        with self.calling("decoder.init_state(enc_outputs, valid_lens)"):
-            return self.adapter.init_state(enc_outputs, src_valid_len)
+        what = "decoder.init_state(enc_outputs, valid_lens)"
+        with self.calling(what):
+            return self._state(self.adapter.init_state(enc_outputs, src_valid_len), what)
 
     def decode(self, tgt, state):
         what = f"decoder.forward(X of shape {shape_of(tgt)}, state)"
         with self.calling(what):
             logits, state = self.adapter.decode(tgt, state)
-        return self._logits(logits, *np.shape(tgt), what), state
+        return self._logits(logits, *np.shape(tgt), what), self._state(state, what)
+
+    @staticmethod
+    def _state(state, what: str):
+        # None carries nothing of the source: the next call would fail on it, and be blamed.
+        if state is None:
+            raise BadOutput(f"{what} returned None as the state, but should return the state for the next call")
+        return state
 
     def forward(self, batch: Batch) -> np.ndarray:
         what = f"EncoderDecoder.forward(enc_X {shape_of(batch.src)}, dec_X {shape_of(batch.tgt)}, valid_lens)"

@@ -69,7 +69,9 @@ BAD_OUTPUTS = [
 @pytest.mark.parametrize(
     "impl, text",
     [backend_param(b, f"tests.broken.{b}_models:{f}", text, id=f"{b}-{f}") for b in BACKENDS for f, text in BAD_OUTPUTS]
-    + [pytest.param(f"{FAULTY}:integer_logits", "should return a floating array", id="torch-integer_logits")],
+    + [pytest.param(f"{FAULTY}:integer_logits", "should return a floating array", id="torch-integer_logits"),
+       pytest.param(f"{FAULTY}:returns_no_state", "returned None as the state, but should return the state for the next call",
+                    id="torch-returns_no_state")],
 )
 def test_bad_model_fails_every_contract_with_one_line(pytester, impl, text):
     run = run_conformance(pytester, impl, "--family=gru", "-k", "stepwise or padding or determinism")

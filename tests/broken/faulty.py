@@ -35,6 +35,15 @@ def integer_logits(spec):
     return broken(spec, Seq2SeqDecoder=IntegerDecoder)
 
 
+class ForgetsItsState(Seq2SeqDecoder):
+    def forward(self, X, state):
+        return super().forward(X, state)[0], None  # a `return logits, None` left over from a refactoring
+
+
+def returns_no_state(spec):
+    return broken(spec, Seq2SeqDecoder=ForgetsItsState)
+
+
 def hangs_while(condition):
     """A factory whose decoder hangs whenever `condition(decoder, X)` holds, and works otherwise."""
 
