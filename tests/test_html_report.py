@@ -1,6 +1,7 @@
 """The HTML report, rendered by a real browser: one self-contained page with the header, the matrix,
 every failure with what was measured and the bound, and every skip with its reason."""
 import html
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -23,17 +24,23 @@ def page_text(path) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_html_report_renders_header_matrix_failures_and_skips(pytester):
-    impls = "torch,tests.broken.torch_models:transformer_top_left_mask,tests.broken.torch_models:declines_transformer"
-    run_conformance(pytester, impls, "--family=transformer,gru", "-k", "stepwise")
+    """The three reference backends beside d2l's Gluon GRU (examples/), which fails padding and
+    declines every family but gru."""
+    impls = [name for name, framework in (("torch", "torch"), ("tensorflow", "tensorflow"), ("mxnet", "mxnet"),
+                                          ("examples.gluon_d2l_gru:make_model", "mxnet")) if importlib.util.find_spec(framework)]
+    run_conformance(pytester, ",".join(impls), "--family=transformer,gru", "-k", "stepwise or extra_padding")
     page = pytester.path / "report.html"
     source = page.read_text()
     assert "<script" not in source and "http://" not in source and "https://" not in source, "self-contained"
     text = page_text(page)
     assert "Conformance report" in text and "seed 0" in text
     assert "torch 2." in text and "transformer: float64" in text, "implementations with backend and precision"
-    assert "Matrix: contract × family" in text and "stepwise_equals_teacher_forced ✓ ✗ s ✓ ✓ ✓" in text
-    assert "Failures (2)" in text
-    assert re.search(r"\[stepwise_equals_teacher_forced\] one token per call vs one pass: max relative error \S+ "
-                     r"> tolerance 1e-10 \(float64\); worst at batch=\d, step=\d, token=\d+", text), text
-    assert "reproduce: pytest" in text
-    assert "Skipped (1)" in text and "declined transformer/float64: this port has no Transformer yet" in text
+    assert "Matrix: contract × family" in text
+    if len(impls) == 4:
+        assert "tensorflow 2." in text and "mxnet 1.9.1" in text
+        assert "stepwise_equals_teacher_forced ✓ ✓ ✓ s ✓ ✓ ✓ ✓" in text and "extra_padding_changes_nothing ✓ ✓ ✓ s ✓ ✓ ✓ ✗" in text
+        assert "Failures (4)" in text, "the example's four padding cases"
+        assert re.search(r"\[extra_padding_changes_nothing\] logits with 3 extra padding columns vs without: max relative "
+                         r"error \S+ > tolerance 1e-10 \(float64\); worst at batch=\d, step=\d, token=\d+", text), text
+        assert "reproduce: pytest" in text
+        assert "Skipped (1)" in text and "the book's 10.7 model is a GRU" in text
