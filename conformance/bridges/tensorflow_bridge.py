@@ -137,6 +137,18 @@ class TensorFlowAdapter:
         logits, state = self.model.decoder(self._tokens(tgt), state, training=False)
         return logits.numpy(), state
 
+    def greedy_tokens(self, src, src_valid_len, bos, steps):
+        """conformance.decoding's loop, eager as every other call here, tokens and state kept as tensors."""
+        valid = self._tokens(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid, training=False), valid)
+        tokens = tf.fill([len(src), 1], tf.constant(bos, tf.int64))
+        out = []
+        for _ in range(steps):
+            logits, state = self.model.decoder(tokens, state, training=False)
+            tokens = tf.argmax(logits[:, -1:], -1, output_type=tf.int64)
+            out.append(tokens)
+        return tf.concat(out, 1).numpy()
+
     def _forward(self, src, tgt, src_valid_len):
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len), training=False)
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)

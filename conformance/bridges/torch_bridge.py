@@ -72,6 +72,19 @@ class TorchAdapter:
         logits, state = self.model.decoder(self._tokens(tgt), state)
         return self._numpy(logits), state
 
+    @torch.inference_mode()
+    def greedy_tokens(self, src, src_valid_len, bos, steps):
+        """conformance.decoding's loop with tokens and state kept as tensors on the model's device."""
+        valid = self._tokens(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid), valid)
+        tokens = torch.full((len(src), 1), bos, dtype=torch.long, device=self.device)
+        out = []
+        for _ in range(steps):
+            logits, state = self.model.decoder(tokens, state)
+            tokens = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(tokens)
+        return torch.cat(out, 1).cpu().numpy()
+
     def _forward(self, src, tgt, src_valid_len):
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
         return out[0] if isinstance(out, tuple) else out  # older d2l returned (output, state)
