@@ -1,6 +1,7 @@
 """MXNet: a `gluon.Block` with `.encoder` and `.decoder` (d2l's EncoderDecoder), numpy interface."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 
 import numpy as np
@@ -139,3 +140,23 @@ class MXNetAdapter:
             for name, value in named.items():
                 param = self.params[part][name]
                 param.set_data(self._array(value, param.dtype))
+
+
+# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+
+def device_scope(device: str):
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
+    Unsupported when MXNet sees no GPU. MXNet places by `place` (reset_ctx), so the context is empty."""
+    if device == "cuda" and mx.context.num_gpus() == 0:
+        raise Unsupported("mxnet sees no GPU")
+    return contextlib.nullcontext
+
+
+def place(model, device: str):
+    if device == "cuda":
+        model.collect_params().reset_ctx(mx.gpu(0))
+    return model
+
+
+def synchronize(device: str) -> None:
+    mx.nd.waitall()  # MXNet's engine is asynchronous on CPU too

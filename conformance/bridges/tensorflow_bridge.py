@@ -185,3 +185,22 @@ class TensorFlowAdapter:
         for part, named in weights.items():
             for name, value in named.items():
                 params[part][name].assign(np.asarray(value))
+
+
+# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+
+def device_scope(device: str):
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
+    Unsupported when TensorFlow sees no GPU. Variables are created, and every call runs, under it."""
+    if device == "cuda" and not tf.config.list_physical_devices("GPU"):
+        raise Unsupported("tensorflow sees no GPU")
+    return lambda: tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
+
+
+def place(model, device: str):
+    return model  # built under device_scope: already there
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        tf.test.experimental.sync_devices()

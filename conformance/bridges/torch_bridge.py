@@ -1,6 +1,8 @@
 """PyTorch: a `torch.nn.Module` with `.encoder` and `.decoder` (d2l's EncoderDecoder)."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -119,3 +121,23 @@ class TorchAdapter:
         for part, named in weights.items():
             for name, value in named.items():
                 self.params[part][name].copy_(torch.from_numpy(np.asarray(value)))
+
+
+# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+
+def device_scope(device: str):
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
+    Unsupported when torch cannot see that device. torch places by `place`, so the context is empty."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise Unsupported("torch sees no CUDA device")
+    return contextlib.nullcontext
+
+
+def place(model, device: str):
+    return model.to(device)
+
+
+def synchronize(device: str) -> None:
+    """Wait for work queued on the device: CUDA kernels run asynchronously to Python."""
+    if device == "cuda":
+        torch.cuda.synchronize()
