@@ -6,20 +6,24 @@
     recompute_greedy_decode(model, src, src_valid_len, bos, steps) -> np.ndarray (batch, steps)
     encode(model, src, src_valid_len) -> native encoder outputs
 
-taking numpy int64 inputs, running where the model's parameters live. A function the package does
+taking numpy int64 inputs, running where the model's parameters live. Device checks, placement and
+synchronisation are each framework's bridge's (`device_scope`, `place`, `synchronize` in
+conformance/bridges/<backend>_bridge.py): nothing here knows a framework. A function the package does
 not define yet makes the benchmarks that need it skip with a reason (asv counts NotImplementedError
 raised in setup as a skip; the pytest side calls pytest.skip), so defining it later lights them up
 with no benchmark change.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import os
 import pathlib
 
 import numpy as np
+
+from conformance.bridges import for_backend
+from conformance.spec import Unsupported
 
 from . import workload
 
@@ -30,82 +34,15 @@ class Unavailable(NotImplementedError):
     """This backend / family / device / function cannot be benchmarked here; the message says why."""
 
 
-# --- per-framework glue: device checks, placement, synchronisation --------------------------------
-
-def _torch_device(device):
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise Unavailable("torch sees no CUDA device")
-    return contextlib.nullcontext
-
-
-def _torch_place(model, device):
-    return model.to(device)
-
-
-def _torch_sync(device):
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def _tf_device(device):
-    import tensorflow as tf
-
-    if device == "cuda" and not tf.config.list_physical_devices("GPU"):
-        raise Unavailable("tensorflow sees no GPU")
-    # Variables are created, and every call runs, under this scope.
-    return lambda: tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
-
-
-def _tf_sync(device):
-    if device == "cuda":
-        import tensorflow as tf
-
-        tf.test.experimental.sync_devices()
-
-
-def _mx():
-    from conformance.compat import import_mxnet  # MXNet 1.9 needs the numpy shim kept there
-
-    return import_mxnet()
-
-
-def _mx_device(device):
-    mx = _mx()
-    if device == "cuda" and mx.context.num_gpus() == 0:
-        raise Unavailable("mxnet sees no GPU")
-    return contextlib.nullcontext
-
-
-def _mx_place(model, device):
-    if device == "cuda":
-        model.collect_params().reset_ctx(_mx().gpu(0))
-    return model
-
-
-def _mx_sync(device):
-    _mx().nd.waitall()  # MXNet's engine is asynchronous on CPU too
-
-
-GLUE = {  # backend: (device check -> scope factory, place model, wait for pending work)
-    "torch": (_torch_device, _torch_place, _torch_sync),
-    "tensorflow": (_tf_device, lambda model, device: model, _tf_sync),
-    "mxnet": (_mx_device, _mx_place, _mx_sync),
-}
-
-
 # --- the subject of a benchmark --------------------------------------------------------------------
 
 class Subject:
     """One model of one backend on one device, and how to call its impl package there."""
 
-    def __init__(self, backend, family, device, package, model, scope):
+    def __init__(self, backend, family, device, package, model, bridge, scope):
         self.backend, self.family, self.device = backend, family, device
-        self.package, self.model, self.scope = package, model, scope
-        self._sync = GLUE[backend][2]
+        self.package, self.model = package, model
+        self.bridge, self.scope = bridge, scope  # the framework's device glue (conformance.bridges)
 
     def function(self, name):
         fn = getattr(self.package, name, None)
@@ -128,14 +65,14 @@ class Subject:
     def encode(self, src, valid):
         with self.scope():
             out = self.function("encode")(self.model, src, valid)
-        self._sync(self.device)
+        self.bridge.synchronize(self.device)
         return out
 
 
 @functools.lru_cache(maxsize=None)
 def subject(backend: str, family: str, device: str) -> Subject:
     """Import, build and place the model once per process (asv re-runs setup between samples)."""
-    if backend not in GLUE:
+    if backend not in workload.BACKENDS:
         raise Unavailable(f"unknown backend {backend!r}")
     try:
         package = importlib.import_module(f"impls.{backend}")
@@ -145,17 +82,19 @@ def subject(backend: str, family: str, device: str) -> Subject:
     if root and not pathlib.Path(package.__file__).resolve().is_relative_to(pathlib.Path(root).resolve()):
         raise RuntimeError(f"impls.{backend} comes from {package.__file__}, not from {root}")
     workload.pin_framework_threads()
-    check_device, place, _ = GLUE[backend]
-    scope = check_device(device)
-    from conformance.spec import Unsupported
-
+    # Device checks, placement and synchronisation are the framework's bridge's (conformance.bridges).
+    bridge = for_backend(backend)
+    try:
+        scope = bridge.device_scope(device)
+    except Unsupported as exc:
+        raise Unavailable(str(exc)) from exc
     with scope():
         try:
             model = package.make_model(workload.spec(family))
         except Unsupported as exc:
             raise Unavailable(f"impls.{backend} declines {family}: {exc}") from exc
-        model = place(model, device)
-    return Subject(backend, family, device, package, model, scope)
+        model = bridge.place(model, device)
+    return Subject(backend, family, device, package, model, bridge, scope)
 
 
 def prepared(backend, family, device, batch, *names, steps=None):

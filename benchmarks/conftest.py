@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.plugin import split_list
+
 from . import workload as W
+from .implementations import LOOPS
 
 SMOKE_STEPS = 8
 
@@ -17,6 +20,33 @@ def pytest_configure(config):
 @pytest.fixture
 def steps(benchmark):
     return SMOKE_STEPS if benchmark.disabled else W.PEER_STEPS
+
+
+def impl_names(config) -> list[str]:
+    """--impl, the conformance plugin's option: the same names, the same resolver."""
+    return split_list(config.getoption("impl", default=[]))
+
+
+def pytest_generate_tests(metafunc):
+    """test_impl_decode: every --impl name x family (--family, else all) x batch x loop."""
+    if "impl_name" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    families = split_list(config.getoption("family", default=[])) or list(W.FAMILIES)
+    unnamed = pytest.param(None, marks=pytest.mark.skip(reason="no --impl given (references run by backend: test_decode)"))
+    metafunc.parametrize("impl_name", impl_names(config) or [unnamed])
+    metafunc.parametrize("family", families)
+    metafunc.parametrize("batch", W.BATCHES, ids=lambda b: f"B{b}")
+    metafunc.parametrize("loop", LOOPS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --impl, the run is about those implementations: the backend-keyed cases step aside."""
+    if not impl_names(config):
+        return
+    kept = [item for item in items if "impl_name" in item.fixturenames]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

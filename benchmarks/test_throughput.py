@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from . import workload as W
 from .backends import MODES, Unavailable, decode_call, peers
+from .implementations import impl_call
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
@@ -54,3 +56,17 @@ def test_decode(benchmark, steps, backend, family, mode, peer, batch):
     )
     tokens = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     assert len(tokens) == batch and all(len(row) == steps for row in tokens)
+
+
+def test_impl_decode(benchmark, steps, impl_name, family, batch, loop):
+    """`--impl` names (conftest.py): each implementation's interface loop, and its native loop where
+    its factory's module offers one, grouped by family and batch so implementations sit side by side."""
+    try:
+        decode = impl_call(impl_name, family, DEVICE, batch, loop, steps)
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    benchmark.group = f"{family} batch {batch}"
+    benchmark.extra_info.update(impl=impl_name, loop=f"{loop} loop", family=family, batch=batch, steps=steps,
+                                tokens=batch * steps, device=DEVICE)
+    tokens = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    assert np.shape(tokens) == (batch, steps)

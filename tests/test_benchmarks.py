@@ -2,6 +2,8 @@
 `python -m benchmarks.ratios` and asv (docs/benchmarks.md)."""
 import itertools
 import json
+import re
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,9 +24,14 @@ def test_every_side_by_side_case_runs_once():
     assert " failed" not in run.stdout and " error" not in run.stdout
 
 
+def asv_env(**extra):
+    """asv's runner strips PYTHONPATH: ASV_PYTHONPATH makes it import this checkout's code."""
+    return dict(os.environ, ASV_PYTHONPATH=str(ROOT), **extra)
+
+
 def test_asv_discovers_the_suite():
     run = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=asv_env())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
@@ -93,7 +100,44 @@ def test_without_a_gpu_every_cuda_combination_skips_before_setup():
     if workload.gpu_device_present():
         pytest.skip("this machine has a GPU: each backend's own check decides")
     for cls in (bench_decode.GreedyDecode, bench_decode.CachedVsRecompute, bench_decode.Encode,
-                bench_decode.PeakMemory):
+                bench_decode.PeakMemory, bench_decode.ImplDecode):
         devices = {combo[3] for combo in cls.skip_params}
         assert devices == {"cuda"}, f"{cls.__name__} skips {devices}"
         assert len(cls.skip_params) == len(list(itertools.product(*cls.params))) // 2, cls.__name__
+
+
+# A model of ours that is not a reference: the factory's module offers no greedy_decode.
+TIED = "tests.tricky.torch_models:tied_embeddings"
+
+
+def test_pytest_benchmark_times_any_impl_by_its_name(tmp_path):
+    """`pytest benchmarks/ --impl=...`: the interface loop of a model from tests/ and, beside it, both
+    loops of the torch reference, with figures; a loop a model does not offer skips saying why."""
+    pytest.importorskip("torch")
+    out = tmp_path / "run.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "-rs", "--benchmark-only",
+         f"--impl={TIED},torch", "--family=gru", "-k", "B1", f"--benchmark-json={out}"],
+        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, BENCH_ROUNDS="2"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{TIED} offers no native loop (its factory's module has no greedy_decode)" in run.stdout
+    timed = {(b["extra_info"]["impl"], b["extra_info"]["loop"]): b for b in json.loads(out.read_text())["benchmarks"]}
+    assert set(timed) == {(TIED, "interface loop"), ("torch", "interface loop"), ("torch", "native loop")}
+    for bench in timed.values():
+        assert bench["group"] == "gru batch 1" and bench["stats"]["rounds"] == 2 and bench["stats"]["median"] > 0
+        assert bench["extra_info"]["tokens"] == 32  # batch 1 x 32 steps
+
+
+def test_asv_times_any_impl_named_in_bench_impls():
+    """BENCH_IMPLS names the implementations of ImplDecode: the model from tests/ gets a figure in
+    seconds, and its missing native loop is a skip with the reason."""
+    pytest.importorskip("torch")
+    run = subprocess.run(
+        [sys.executable, "-m", "asv", "run", "--python=same", "--quick", "--show-stderr",
+         "--bench", r"ImplDecode.*'gru', 1, 'cpu', 32"],
+        cwd=ROOT, capture_output=True, text=True, env=asv_env(BENCH_IMPLS=TIED))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figure = re.search(re.escape(TIED) + r"\s+gru\s+1\s+cpu\s+32\s+interface\s+([0-9.]+(±[0-9.]+)?(ms|s|us|μs))\s",
+                       run.stdout)
+    assert figure, run.stdout[-3000:]
+    assert f"{TIED} offers no native loop" in run.stdout

@@ -46,6 +46,15 @@ def loaded_bridges():
             yield bridge
 
 
+def for_backend(backend: str):
+    """The bridge of a backend by its adapter's name ("torch", "tensorflow", "mxnet"), importing its
+    framework: the benchmarks' device glue (device_scope, place, synchronize) lives there.
+    ModuleNotFoundError for a backend with no bridge."""
+    if not backend.isidentifier():
+        raise ModuleNotFoundError(f"no bridge for backend {backend!r}")
+    return importlib.import_module(f"{__name__}.{backend}_bridge")
+
+
 def parameters_once(named_by_part: dict[str, Iterable[tuple[str, object]]]) -> dict[str, dict[str, object]]:
     """{part: {name: parameter}} with every parameter once, where it is first found. A parameter tied
     to several modules (an embedding shared by encoder, decoder and output layer) is then perturbed

@@ -1,6 +1,7 @@
 """MXNet: a `gluon.Block` with `.encoder` and `.decoder` (d2l's EncoderDecoder), numpy interface."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 
 import numpy as np
@@ -88,6 +89,21 @@ class MXNetAdapter:
             logits, state = self.model.decoder(self._tokens(tgt), state)
         return self._numpy(logits), state
 
+    def greedy_tokens(self, src, src_valid_len, bos, steps):
+        """conformance.decoding's loop with tokens and state kept as MXNet arrays on the model's context:
+        the engine runs ahead of Python until the tokens are read at the end."""
+        with autograd.pause():
+            valid = self._tokens(src_valid_len)
+            state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid), valid)
+            tokens = self._tokens(np.full((len(src), 1), bos))
+            out = []
+            for _ in range(steps):
+                logits, state = self.model.decoder(tokens, state)
+                # int64 in both array APIs: legacy nd's argmax returns floats.
+                tokens = logits[:, -1].argmax(-1).astype("int64").reshape((-1, 1))
+                out.append(tokens)
+        return np.concatenate([t.asnumpy() for t in out], 1)
+
     def _forward(self, src, tgt, src_valid_len):
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
@@ -124,3 +140,23 @@ class MXNetAdapter:
             for name, value in named.items():
                 param = self.params[part][name]
                 param.set_data(self._array(value, param.dtype))
+
+
+# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+
+def device_scope(device: str):
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
+    Unsupported when MXNet sees no GPU. MXNet places by `place` (reset_ctx), so the context is empty."""
+    if device == "cuda" and mx.context.num_gpus() == 0:
+        raise Unsupported("mxnet sees no GPU")
+    return contextlib.nullcontext
+
+
+def place(model, device: str):
+    if device == "cuda":
+        model.collect_params().reset_ctx(mx.gpu(0))
+    return model
+
+
+def synchronize(device: str) -> None:
+    mx.nd.waitall()  # MXNet's engine is asynchronous on CPU too

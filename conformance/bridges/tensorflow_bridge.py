@@ -137,6 +137,18 @@ class TensorFlowAdapter:
         logits, state = self.model.decoder(self._tokens(tgt), state, training=False)
         return logits.numpy(), state
 
+    def greedy_tokens(self, src, src_valid_len, bos, steps):
+        """conformance.decoding's loop, eager as every other call here, tokens and state kept as tensors."""
+        valid = self._tokens(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid, training=False), valid)
+        tokens = tf.fill([len(src), 1], tf.constant(bos, tf.int64))
+        out = []
+        for _ in range(steps):
+            logits, state = self.model.decoder(tokens, state, training=False)
+            tokens = tf.argmax(logits[:, -1:], -1, output_type=tf.int64)
+            out.append(tokens)
+        return tf.concat(out, 1).numpy()
+
     def _forward(self, src, tgt, src_valid_len):
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len), training=False)
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
@@ -173,3 +185,22 @@ class TensorFlowAdapter:
         for part, named in weights.items():
             for name, value in named.items():
                 params[part][name].assign(np.asarray(value))
+
+
+# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+
+def device_scope(device: str):
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
+    Unsupported when TensorFlow sees no GPU. Variables are created, and every call runs, under it."""
+    if device == "cuda" and not tf.config.list_physical_devices("GPU"):
+        raise Unsupported("tensorflow sees no GPU")
+    return lambda: tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
+
+
+def place(model, device: str):
+    return model  # built under device_scope: already there
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        tf.test.experimental.sync_devices()

@@ -1,6 +1,8 @@
 """PyTorch: a `torch.nn.Module` with `.encoder` and `.decoder` (d2l's EncoderDecoder)."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -72,6 +74,19 @@ class TorchAdapter:
         logits, state = self.model.decoder(self._tokens(tgt), state)
         return self._numpy(logits), state
 
+    @torch.inference_mode()
+    def greedy_tokens(self, src, src_valid_len, bos, steps):
+        """conformance.decoding's loop with tokens and state kept as tensors on the model's device."""
+        valid = self._tokens(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid), valid)
+        tokens = torch.full((len(src), 1), bos, dtype=torch.long, device=self.device)
+        out = []
+        for _ in range(steps):
+            logits, state = self.model.decoder(tokens, state)
+            tokens = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(tokens)
+        return torch.cat(out, 1).cpu().numpy()
+
     def _forward(self, src, tgt, src_valid_len):
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
         return out[0] if isinstance(out, tuple) else out  # older d2l returned (output, state)
@@ -106,3 +121,23 @@ class TorchAdapter:
         for part, named in weights.items():
             for name, value in named.items():
                 self.params[part][name].copy_(torch.from_numpy(np.asarray(value)))
+
+
+# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+
+def device_scope(device: str):
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
+    Unsupported when torch cannot see that device. torch places by `place`, so the context is empty."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise Unsupported("torch sees no CUDA device")
+    return contextlib.nullcontext
+
+
+def place(model, device: str):
+    return model.to(device)
+
+
+def synchronize(device: str) -> None:
+    """Wait for work queued on the device: CUDA kernels run asynchronously to Python."""
+    if device == "cuda":
+        torch.cuda.synchronize()

@@ -1,0 +1,95 @@
+"""Decode throughput of any implementation, named as the conformance suite names it.
+
+    pytest benchmarks/ --impl=mypkg.models:make_model,torch --benchmark-only
+    BENCH_IMPLS=mypkg.models:make_model asv run --python=same --quick --bench ImplDecode
+
+A name is `torch`, `tensorflow`, `mxnet` or `module:factory`, resolved and built by
+`conformance.loading` (the suite's one resolver), on the workload's spec (workload.py). Two loops:
+
+- "interface": `conformance.decoding.greedy_tokens`, encoder -> init_state -> one Decoder.forward
+  per token through the model's adapter: what decoding costs for a model we did not write;
+- "native": the `greedy_decode(model, src, src_valid_len, bos, steps)` that the factory's module
+  exports, if it does (our references' compiled loops), given what the factory returned.
+
+A factory that declines a family, or a loop an implementation does not offer, is Unavailable
+(a skip with its reason); a name that cannot be resolved or a factory that raises is an error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import os
+from typing import Callable
+
+import numpy as np
+
+from conformance import loading
+from conformance.decoding import greedy_tokens
+from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
+
+from . import workload
+from .backends import Unavailable
+
+LOOPS = ("interface", "native")
+DEFAULT_IMPLS = tuple(loading.BUILTIN)  # asv without BENCH_IMPLS: our references
+
+
+def asv_impls() -> list[str]:
+    """asv's implementation parameter: BENCH_IMPLS (comma-separated --impl names), else our references."""
+    return split_list([os.environ.get("BENCH_IMPLS", "")]) or list(DEFAULT_IMPLS)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImplSubject:
+    name: str
+    family: str
+    model: object  # conformance.harness.CheckedModel
+    native: Callable | None  # the factory module's greedy_decode, bound to what the factory returned
+
+    def loop(self, loop: str) -> Callable:
+        """(src, src_valid_len, steps) -> (batch, steps) tokens by the named loop."""
+        if loop == "interface":
+            return lambda src, valid, steps: greedy_tokens(self.model, src, valid, workload.BOS, steps)
+        if self.native is None:
+            raise Unavailable(f"{self.name} offers no native loop (its factory's module has no greedy_decode)")
+        return lambda src, valid, steps: self.native(src, valid, workload.BOS, steps)
+
+
+@functools.lru_cache(maxsize=None)
+def impl_subject(name: str, family: str, device: str) -> ImplSubject:
+    """Resolve, build and warm nothing yet: once per process (asv re-runs setup between samples)."""
+    if device != "cpu":
+        # Placement of a model we did not build goes through the bridges (issue 11, not done yet).
+        raise Unavailable(f"{name} on {device}: only cpu is supported for --impl implementations so far")
+    impl = loading.resolve(name)
+    built = loading.build(impl, workload.spec(family))
+    if isinstance(built, loading.Declined):
+        raise Unavailable(built.reason)
+    if isinstance(built, loading.Broken):
+        raise RuntimeError(built.reason)
+    workload.pin_framework_threads()
+    native = getattr(importlib.import_module(impl.target.split(":", 1)[0]), "greedy_decode", None)
+    if callable(native):
+        made = factory_output(built)
+        native = functools.partial(native, made)
+    else:
+        native = None
+    return ImplSubject(name, family, built, native)
+
+
+def factory_output(model) -> object:
+    """What the factory returned: a bridge keeps the framework model it wrapped as `.model`; an
+    adapter of the user's own is what the factory returned."""
+    adapter = model.adapter
+    return adapter.model if type(adapter).__module__.startswith("conformance.bridges.") else adapter
+
+
+def impl_call(name, family, device, batch, loop, steps) -> Callable[[], np.ndarray]:
+    """A no-argument call decoding the workload's source by `loop`, warmed up at this shape."""
+    run = impl_subject(name, family, device).loop(loop)
+    src, valid = workload.source(batch)
+    tokens = run(src, valid, steps)  # warm-up: tracing, compilation, caches, at the timed shape
+    if np.shape(tokens) != (batch, steps):
+        raise AssertionError(f"{name} {loop} loop returned shape {np.shape(tokens)}, not {(batch, steps)}")
+    return lambda: run(src, valid, steps)
