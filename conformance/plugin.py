@@ -79,6 +79,7 @@ class ConformanceSession:
         self.xfail_ids = read_id_file(opt("xfails_file"))
         shared = (self.worker or {}).get(FAULTS_DIR)
         shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
+        self.contracts_collected = False  # this process collected contracts (an xdist controller collects none)
         self.unusable_reported: set[tuple] = set()  # (impl, family, dtype) whose reason was printed in full
         self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
         self.owns_faults_dir = not shared
@@ -299,6 +300,8 @@ def pytest_collection_modifyitems(session, config, items):
     state = session_of(config)
     if contracts and (state is None or not state.impls):
         raise pytest.UsageError(f"no implementation chosen: {CHOOSE_IMPL}")
+    if state is not None:
+        state.contracts_collected = bool(contracts) or any(i.error for i in state.impls)
     if state is None:
         return
     unloadable = {impl.name: impl for impl in state.impls if impl.error}
@@ -507,6 +510,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = session_of(config)
     if session is None or not session.impls or config.option.collectonly:
         return
+    if not session.report.results and not session.contracts_collected:
+        return  # a run of other tests that shares --impl (pytest benchmarks/): no conformance to report
     tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")
     terminalreporter.write(session.report.render_terminal(width=max(tw.fullwidth, 100), color=tw.hasmarkup))

@@ -17,3 +17,6 @@ def seed(n: int) -> None:
 
 def wrap(model, spec):
     return tensorflow_bridge.TensorFlowAdapter(model, spec, tf_keras)
+
+
+limit_threads = tensorflow_bridge.limit_threads  # one TensorFlow runtime under both Keras versions
