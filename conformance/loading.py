@@ -202,8 +202,9 @@ class ModelCache:
         if not fallback_problem:
             fallback.note = f"float64 unavailable ({problem}); float32 tolerances apply"
             return fallback
-        if isinstance(model, Declined) and isinstance(fallback, Declined):
-            return Declined(model.reason if problem == fallback_problem else f"{problem}; {fallback_problem}")
+        if isinstance(model, Declined) and isinstance(fallback, Declined):  # the reason once where only the dtype differs
+            same = problem.replace("float64", "float32") == fallback_problem
+            return Declined(problem if same else f"{problem}; {fallback_problem}")
         # Usable in neither dtype: an error of the implementation, not a skip, with both reasons.
         return Broken(f"unusable in float64 ({problem}) and in float32 ({fallback_problem})")
 
