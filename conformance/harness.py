@@ -58,13 +58,15 @@ def shape_of(a) -> str:
 
 
 class CheckedModel:
-    def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, vocab: Vocabulary, note: str = ""):
+    def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, vocab: Vocabulary, note: str = "",
+                 canonical_weights: bool = False):
         self.adapter = adapter
         self.spec = spec
         self.impl_name = impl_name
         self.vocab = vocab  # the spec's vocabularies, or those the model declared
         self.note = note  # why this model runs in a dtype other than the one asked for, if it does
         self.precision = adapter.dtype  # whose tolerances apply: see conformance.precision
+        self.canonical_weights = canonical_weights  # holds spec.weights, as its factory declared
 
     @property
     def dtype(self) -> str:

@@ -117,7 +117,8 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
     except ValueError as exc:
         return Broken(f"{impl.target} declared {exc}")
     try:
-        return CheckedModel(as_adapter(declared.model, spec), spec, impl.name, vocab)
+        return CheckedModel(as_adapter(declared.model, spec), spec, impl.name, vocab,
+                            canonical_weights=declared.canonical_weights)
     except Unsupported as exc:
         return Declined(f"bridge declined {spec.family}/{spec.dtype}: {exc}")
     except Exception as exc:

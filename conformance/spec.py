@@ -29,6 +29,9 @@ class ModelSpec:
     dtype: str = "float64"  # "float64" or "float32"
     seed: int = 0
     max_len: int = 1024  # longest target a positional encoding must cover
+    # A canonical safetensors file (docs/weights.md) to build the model from, or None for the
+    # factory's own initialisation. Only the cross-framework contract sets it.
+    weights: str | None = None
 
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
@@ -44,6 +47,8 @@ class Declared:
       ids are tested against these sizes. Default: the spec's.
     - `reserved_src_ids`, `reserved_tgt_ids`: ids with a special meaning (padding, BOS, EOS). The suite
       never draws them as ordinary tokens, and greedy decoding never chooses them.
+    - `canonical_weights`: True when the model holds the weights of `spec.weights` (docs/weights.md).
+      The cross-framework contract compares only such models; one that ignores the file is skipped.
     `model` is anything a factory may return: a framework model or a `Seq2SeqAdapter`.
     """
 
@@ -52,3 +57,4 @@ class Declared:
     tgt_vocab: int | None = None
     reserved_src_ids: Sequence[int] = ()
     reserved_tgt_ids: Sequence[int] = ()
+    canonical_weights: bool = False

@@ -1,9 +1,11 @@
 """`make_model(spec)`: the reference family named by `spec.family`, in `spec.dtype`, in eval mode."""
 import torch
 
-from conformance.spec import Unsupported
+from conformance import canonical
+from conformance.spec import Declared, Unsupported
 
 from .bahdanau import AttentionDecoder, MemoryAttentionDecoder
+from .canonical import load_canonical
 from .d2l import EncoderDecoder
 from .recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from .transformer import TransformerDecoder, TransformerEncoder
@@ -60,5 +62,8 @@ def make_model(spec):
     if spec.dtype not in DTYPES:
         raise Unsupported(f"dtype {spec.dtype!r} is not one of {sorted(DTYPES)}")
     torch.manual_seed(spec.seed)
-    model = EncoderDecoder(*BUILDERS[spec.family](spec))
-    return model.to(DTYPES[spec.dtype]).eval()
+    model = EncoderDecoder(*BUILDERS[spec.family](spec)).to(DTYPES[spec.dtype]).eval()
+    if spec.weights is None:
+        return model
+    load_canonical(model, canonical.load(spec.weights, spec))
+    return Declared(model, canonical_weights=True)
