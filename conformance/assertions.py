@@ -21,10 +21,10 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> tuple[float, tup
 class Check:
     """Bound to one contract and one model; every failure message starts with the contract."""
 
-    def __init__(self, contract: str, dtype: str):
+    def __init__(self, contract: str, dtype: str, tolerance: dict = tolerances.CLOSE):
         self.contract = contract
         self.dtype = dtype
-        self.tolerance = tolerances.CLOSE[dtype]
+        self.tolerance = tolerance[dtype]
 
     def fail(self, message: str):
         raise ContractFailure(f"[{self.contract}] {message}")
@@ -40,6 +40,22 @@ class Check:
                 f"{what}: max relative error {error:.2e} > tolerance {self.tolerance:.0e} ({self.dtype})"
                 f"{f'; worst at {where}: {np.asarray(actual)[worst]:.10g} vs {np.asarray(expected)[worst]:.10g}' if worst else ''}"
             )
+
+    def same_tokens_unless_tied(self, actual, expected, expected_logits, what: str):
+        """Greedy tokens equal up to each row's first difference, which must be a tie of the expected
+        side's logits at that step (best two within the tolerance); the row is not compared after it."""
+        for row in range(len(actual)):
+            parted = np.flatnonzero(actual[row] != expected[row])
+            if not parted.size:
+                continue
+            step = parted[0]
+            logits = expected_logits[step - 1][row]  # the step that chose token `step`
+            best, second = np.sort(logits)[-2:][::-1]
+            lead = (best - second) / max(1.0, float(np.max(np.abs(logits))))
+            if lead > 2 * self.tolerance:  # each side may be off by the tolerance
+                self.fail(f"{what}: greedy token {step} of row {row} is {actual[row, step]}, but should be "
+                          f"{expected[row, step]}, whose logit leads by {lead:.2e} > twice the tolerance "
+                          f"{self.tolerance:.0e} ({self.dtype}), so no tie; tokens before: {expected[row, :step].tolist()}")
 
     def differ(self, a, b, what: str):
         """Distinguishable beyond rounding: more than the dtype's tolerance apart."""

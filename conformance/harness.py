@@ -183,6 +183,17 @@ class CheckedModel:
             pieces.append(logits)
         return np.concatenate(pieces, axis=1), state
 
+    def greedy(self, batch: Batch, steps: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Greedy decoding through the state from the start tokens batch.tgt[:, :1], one token per call:
+        (the tokens, start included, (batch, 1 + steps); each step's logits (batch, tgt_vocab))."""
+        tokens = batch.tgt[:, :1]
+        state, logits_per_step = self.initial_state(batch), []
+        for _ in range(steps):
+            logits, state = self.decode(tokens[:, -1:], state)
+            logits_per_step.append(logits[:, 0])
+            tokens = np.concatenate([tokens, self.vocab.greedy(logits[:, 0])[:, None]], axis=1)
+        return tokens, logits_per_step
+
     @contextlib.contextmanager
     def weights_restored(self):
         """Contracts that perturb weights leave the model as they found it."""

@@ -10,7 +10,7 @@ import time
 
 import jinja2
 
-from .report import FAILING, GLYPH, Report
+from .report import DIFFERENCES_TITLE, FAILING, GLYPH, Report
 
 
 def suite_version() -> str:
@@ -48,6 +48,7 @@ def render_html(report: Report) -> str:
     skipped = collections.Counter(
         (r.impl, r.family, r.message.removeprefix("Skipped: ")) for r in report.results if r.outcome == "skipped"
     )
+    header, difference_rows = report.render_differences() if report.logits else ([], [])
     return env.get_template("report.html.j2").render(
         suite_version=suite_version(),
         seed=report.seed,
@@ -63,5 +64,7 @@ def render_html(report: Report) -> str:
         summary=report.counts(),
         glyphs=GLYPH,
         failures=failures,
+        differences={"header": header, "rows": difference_rows} if difference_rows else None,
+        differences_title=DIFFERENCES_TITLE,
         skips=[{"impl": i, "family": f, "reason": reason, "count": n} for (i, f, reason), n in skipped.items()],
     )

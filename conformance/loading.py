@@ -25,7 +25,8 @@ from .precision import effective_precision
 from .spec import Declared, ModelSpec, Unsupported
 
 BUILTIN = {
-    "torch": "conformance_impls.torch:make_model",  # impls/ in the repository, installed under this name
+    # impls/ in the repository, installed under this name; `factory` declares canonical weights
+    "torch": "conformance_impls.torch:factory",
     "tensorflow": "conformance_impls.tensorflow:make_model",
     "mxnet": "conformance_impls.mxnet:make_model",
 }
@@ -159,11 +160,13 @@ class ModelCache:
         self.timeout = timeout  # for each build and each smoke test
         self._built: dict[tuple, CheckedModel | Declined | Broken] = {}
 
-    def get(self, impl: Impl, family: str, dtype: str):
-        key = (impl.name, family, dtype)
+    def get(self, impl: Impl, family: str, dtype: str, weights: str | None = None, **sizes):
+        """Built from the factory's own initialisation, or from a canonical weights file of a spec
+        with other `sizes` (golden vectors use smaller ones)."""
+        key = (impl.name, family, dtype, weights, *sorted(sizes.items()))
         if key not in self._built:
             with deadline(self.timeout) as timer:
-                built = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed))
+                built = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed, weights=weights, **sizes))
             if timer.expired and isinstance(built, Broken):
                 built.hung = True
             self._built[key] = built

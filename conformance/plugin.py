@@ -30,16 +30,17 @@ import numpy as np
 import pytest
 from _pytest.outcomes import OutcomeException
 
-from . import bridges, harness, loading
+from . import bridges, canonical, golden, harness, loading, tolerances
 from .assertions import Check
 from .faults import Faults, crash_summary
 from .report import FAILING, ImplInfo, Report, Result
-from .spec import FAMILIES
+from .spec import FAMILIES, ModelSpec
 
 STASH = pytest.StashKey["ConformanceSession"]()
 TIMER = pytest.StashKey[contextlib.ExitStack]()
-RESULT, IMPL_INFO = "conformance_result", "conformance_impl"  # user_properties names
+RESULT, IMPL_INFO, LOGITS = "conformance_result", "conformance_impl", "conformance_logits"  # user_properties names
 FAULTS_DIR = "conformance_faults"  # workerinput key
+DEFAULT_REFERENCE = "numpy"  # the executable specification (impls/numpy, docs/weights.md)
 
 
 class NotRun(pytest.skip.Exception):
@@ -63,6 +64,11 @@ class ConformanceSession:
         self.controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
         names = dict.fromkeys(split_list(opt("impl")))  # each name once
         self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if self.controller else loading.resolve(n) for n in names]
+        # What the cross-framework contracts compare every implementation with (docs/weights.md).
+        reference = opt("reference")
+        self.reference = next((i for i in self.impls if i.name == reference), None) or (
+            loading.Impl(reference, loading.BUILTIN.get(reference, reference)) if self.controller else loading.resolve(reference))
+        self.weights_dir = None  # canonical weights files, drawn from the seed when a contract first needs them
         self.families = split_list(opt("family")) or list(FAMILIES)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
@@ -113,6 +119,29 @@ class ConformanceSession:
             self.note_model(built)
         return built
 
+    def canonical(self, impl: loading.Impl, family: str, dtype: str, weights: str | None = None, **sizes) -> harness.CheckedModel:
+        """`impl` built from canonical weights (the run's for `family` unless given, of a spec with
+        other `sizes` if given), or skip (it does not load them)."""
+        built = self.models.get(impl, family, dtype, weights or self.canonical_weights(family), **sizes)
+        if isinstance(built, loading.Declined):
+            pytest.skip(built.reason)
+        if isinstance(built, loading.Broken):
+            pytest.fail(f"{impl.name}, built from canonical weights: {built.reason}", pytrace=False)
+        if not built.canonical_weights:
+            pytest.skip(f"{impl.name} does not declare that it loads canonical weights "
+                        "(spec.weights; docs/weights.md says how)")
+        return built
+
+    def canonical_weights(self, family: str) -> str:
+        """The canonical weights file of `family` for this seed: the same in every xdist worker."""
+        if self.weights_dir is None:
+            self.weights_dir = tempfile.mkdtemp(prefix="conformance-weights-")
+        path = pathlib.Path(self.weights_dir, f"{family}-seed{self.seed}.safetensors")
+        if not path.exists():
+            spec = ModelSpec(family)
+            canonical.save(path, canonical.random_weights(spec, seed=self.seed))
+        return str(path)
+
     def describe(self, impl: loading.Impl) -> None:
         """Build the first family's model now, so the header can name backend, version and device."""
         if impl.error:
@@ -139,6 +168,8 @@ class ConformanceSession:
                 self.report.add(Result(**value))
             elif name == IMPL_INFO:
                 self.merge_impl_info(value)
+            elif name == LOGITS:
+                self.report.add_logits(**value)
         if self.report_path and time.time() - self.report.written > 1:  # a killed run still leaves a report
             self.report.write(self.report_path)
 
@@ -176,7 +207,7 @@ class ConformanceSession:
         self.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
         result.outcome = "crashed"
         result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
-        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed))}"
+        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed, self.reference.name))}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
         self.report.crashes.append(f"{crashitem}: {what}")
 
@@ -199,6 +230,8 @@ class ConformanceSession:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if self.owns_faults_dir:
             shutil.rmtree(self.faults.dir, ignore_errors=True)
+        if self.weights_dir:
+            shutil.rmtree(self.weights_dir, ignore_errors=True)
 
 
 def interrupt(signum, frame):
@@ -228,6 +261,9 @@ def pytest_addoption(parser):
                     help="per-contract time limit, model building included (default 120)")
     group.addoption("--conformance-threads", type=int, default=None, metavar="N",
                     help="intra-op threads per framework (default 1, or the frameworks' own choice when OMP_NUM_THREADS is set)")
+    group.addoption("--reference", default=DEFAULT_REFERENCE, metavar="NAME",
+                    help="what the cross-framework contracts compare each implementation with, both built from the "
+                         "same canonical weights (default numpy: the executable specification)")
     group.addoption("--conformance-report", default=None, metavar="PATH",
                     help="also write the report as PATH.json and PATH.md")
     group.addoption("--xfails-file", default=None, metavar="PATH",
@@ -385,8 +421,46 @@ def model_in(request, model):
 
 
 @pytest.fixture
+def canonical_pair(request, model):
+    """(this implementation, the reference), each built from the same canonical weights; the
+    implementation in the dtype its contracts run in, the reference in float64."""
+    session = session_of(request.config)
+    if model.impl_name == session.reference.name:
+        pytest.skip(f"{model.impl_name} is the reference (--reference={session.reference.name})")
+    own = session.canonical(session.impl(model.impl_name), model.family, model.dtype)
+    return own, session.canonical(session.reference, model.family, "float64")
+
+
+@pytest.fixture
+def golden_pair(request, model):
+    """(this implementation built from the golden weights of its family, the golden vectors)."""
+    session = session_of(request.config)
+    weights = str(golden.weights_path(model.family))
+    own = session.canonical(session.impl(model.impl_name), model.family, model.dtype, weights, **golden.SIZES)
+    return own, golden.load(model.family)
+
+
+@pytest.fixture
+def record_logits(request, model):
+    """record_logits(model, logits): kept for the report's difference matrix across implementations."""
+    case = str(request.node.callspec.params.get("case", ""))
+
+    def record(of: harness.CheckedModel, logits: np.ndarray) -> None:
+        request.node.user_properties.append((LOGITS, {
+            "family": of.family, "case": case, "impl": of.impl_name, "dtype": of.dtype, "logits": logits.tolist()}))
+
+    return record
+
+
+@pytest.fixture
 def check(request, model):
     return Check(request.node.originalname.removeprefix("test_"), model.precision)
+
+
+@pytest.fixture
+def agree(request, model):
+    """Check, at the tolerances for two implementations of the same weights."""
+    return Check(request.node.originalname.removeprefix("test_"), model.precision, tolerances.AGREE)
 
 
 @pytest.fixture
@@ -460,10 +534,10 @@ def verdict_line(item, excinfo, session) -> str:
 
 
 def reproduce(item, session) -> str:
-    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed))
+    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name))
 
 
-def reproduce_args(nodeid: str, impl_name: str, seed: int) -> list[str]:
+def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE) -> list[str]:
     """The command that reruns one contract as printed, from the directory pytest was started in: the
     contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
     Node ids depend on the rootdir; the contract modules are always this package's."""
@@ -471,7 +545,8 @@ def reproduce_args(nodeid: str, impl_name: str, seed: int) -> list[str]:
     module = pathlib.Path(__file__).resolve().parent / pathlib.Path(path).name
     here = pathlib.Path.cwd()
     shown = module.relative_to(here) if module.is_relative_to(here) else module
-    return ["pytest", f"{shown}{sep}{test}", f"--impl={impl_name}", f"--conformance-seed={seed}"]
+    args = ["pytest", f"{shown}{sep}{test}", f"--impl={impl_name}", f"--conformance-seed={seed}"]
+    return args + ([f"--reference={reference}"] if reference != DEFAULT_REFERENCE else [])
 
 
 def result_of(item, report, excinfo, session) -> Result:

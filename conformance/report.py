@@ -9,8 +9,11 @@ import platform
 import sys
 import time
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from .assertions import relative_error
 
 # Worst first: a contract's cell shows the worst outcome over its shape cases. crashed: the model
 # killed its process; hung: it ran past the timeout; not run: its model had crashed or hung before.
@@ -21,6 +24,8 @@ GLYPH = {"crashed": "C", "hung": "H", "error": "E", "failed": "✗", "not run": 
 STYLE = {"crashed": "bold red", "hung": "bold red", "error": "bold red", "failed": "bold red", "not run": "red",
          "xpassed": "yellow", "xfailed": "yellow", "passed": "green", "skipped": "dim"}
 FAULTS = ("crashed", "hung", "error", "failed")  # listed with their messages in the Markdown report
+DIFFERENCES_TITLE = ("Cross-framework differences: max relative difference of teacher-forced logits, "
+                     "same canonical weights and inputs (float64 unless marked)")
 
 
 @dataclasses.dataclass
@@ -55,11 +60,43 @@ class Report:
         self.results: list[Result] = []
         self.impls: dict[str, ImplInfo] = {}
         self.crashes: list[str] = []  # "nodeid: signal in function (file:line)", one per crashed worker
+        # (family, case) -> implementation -> (dtype, teacher-forced logits from canonical weights)
+        self.logits: dict[tuple[str, str], dict[str, tuple[str, np.ndarray]]] = {}
         self.started = time.time()
         self.written = 0.0  # when write() last ran
 
     def add(self, result: Result) -> None:
         self.results.append(result)
+
+    def add_logits(self, family: str, case: str, impl: str, dtype: str, logits) -> None:
+        self.logits.setdefault((family, case), {})[impl] = (dtype, np.asarray(logits))
+
+    def differences(self) -> dict[tuple[str, str], dict[str, tuple[float, str]]]:
+        """(implementation, implementation) -> family -> (max relative difference of their logits over
+        the shared cases, the dtypes compared): every pair that saw the same weights and inputs."""
+        table: dict[tuple[str, str], dict[str, tuple[float, str]]] = {}
+        for (family, _case), by_impl in self.logits.items():
+            names = list(by_impl)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    (dtype_a, logits_a), (dtype_b, logits_b) = by_impl[a], by_impl[b]
+                    error = relative_error(logits_a, logits_b)[0] if logits_a.shape == logits_b.shape else float("inf")
+                    cell = table.setdefault((a, b), {})
+                    if family not in cell or error > cell[family][0]:
+                        cell[family] = (error, dtype_a if dtype_a == dtype_b else f"{dtype_a}/{dtype_b}")
+        return table
+
+    def render_differences(self) -> tuple[list[str], list[list[str]]]:
+        """The difference matrix as (header, rows) of text: a pair per row, a family per column."""
+        families = list(dict.fromkeys(family for family, _ in self.logits))
+        rows = []
+        for (a, b), by_family in self.differences().items():
+            cells = []
+            for family in families:
+                error, dtypes = by_family.get(family, (None, ""))
+                cells.append("" if error is None else f"{error:.1e}" + ("" if dtypes == "float64" else f" ({dtypes})"))
+            rows.append([f"{a} vs {b}", *cells])
+        return ["pair", *families], rows
 
     def cells(self) -> dict[tuple[str, str, str, str], str]:
         """(impl, family, area, contract) -> worst outcome over the cases."""
@@ -140,6 +177,14 @@ class Report:
             return buf.getvalue()
         console.print(table)
         console.print(self.legend(), markup=False)
+        if self.logits:
+            header, rows = self.render_differences()
+            diffs = Table(title=DIFFERENCES_TITLE, title_justify="left", pad_edge=False)
+            for i, name in enumerate(header):
+                diffs.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+            for row in rows:
+                diffs.add_row(*row)
+            console.print(diffs)
         return buf.getvalue()
 
     # Files
@@ -159,6 +204,10 @@ class Report:
                 {"impl": i, "family": f, "area": a, "contract": c, "outcome": o} for (i, f, a, c), o in cells.items()
             ],
             "results": [dataclasses.asdict(r) for r in self.results],
+            "differences": [
+                {"pair": [a, b], "family": family, "max_relative_difference": error, "dtypes": dtypes}
+                for (a, b), by_family in self.differences().items() for family, (error, dtypes) in by_family.items()
+            ],
         }
 
     def render_markdown(self) -> str:
@@ -171,6 +220,11 @@ class Report:
             marks = ["".join(GLYPH.get(o, " ") for o in self.cell(cells, f, area, contract)) for f in families]
             lines.append(f"| {area} | {contract} | " + " | ".join(marks) + " |")
         lines += ["", self.legend(), ""]
+        if self.logits:
+            header, rows = self.render_differences()
+            lines += [f"## {DIFFERENCES_TITLE}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines.append("")
         failures = [r for r in self.results if r.outcome in FAULTS]
         if failures:
             lines += ["## Failures", ""]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 # Encoder/decoder pairings the suite knows. `mixed` pairs a Transformer encoder with a
@@ -58,3 +59,16 @@ class Declared:
     reserved_src_ids: Sequence[int] = ()
     reserved_tgt_ids: Sequence[int] = ()
     canonical_weights: bool = False
+
+
+def declares_canonical_weights(make_model):
+    """Wraps a factory that loads `spec.weights` when given, so that it says so: the model it
+    returns is then `Declared(model, canonical_weights=True)`. Callers of the bare `make_model`
+    (code that wraps or changes the model) keep getting the model itself."""
+
+    @functools.wraps(make_model)
+    def factory(spec):
+        model = make_model(spec)
+        return model if spec.weights is None else Declared(model, canonical_weights=True)
+
+    return factory

@@ -1,5 +1,4 @@
 """Autoregressive consistency: decoding piece by piece with the returned state equals one pass."""
-import numpy as np
 import pytest
 
 from conformance.inputs import CASES, random_batch
@@ -29,12 +28,7 @@ def test_greedy_cached_equals_recomputed(model, check, rng, case):
     """
     batch = random_batch(rng, model.vocab, case)
     steps = case.tgt_steps + 3
-    tokens = batch.tgt[:, :1]  # a start token
-    state, cached = model.initial_state(batch), []
-    for _ in range(steps):
-        logits, state = model.decode(tokens[:, -1:], state)
-        cached.append(logits[:, 0])
-        tokens = np.concatenate([tokens, model.vocab.greedy(logits[:, 0])[:, None]], axis=1)
+    tokens, cached = model.greedy(batch, steps)
     for n in range(1, steps + 1):
         recomputed = model.teacher_forced(batch.with_tgt(tokens[:, :n]))[:, -1]
         check.close(cached[n - 1], recomputed, f"greedy step {n}: cached vs recomputed prefix", ("batch", "token"))

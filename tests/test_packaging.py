@@ -36,5 +36,5 @@ def test_wheel_in_a_fresh_environment_validates_a_model_from_a_scratch_directory
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
     report = json.loads((scratch / "report.json").read_text())
     assert {m["outcome"] for m in report["matrix"]} == {"passed"} and len(report["matrix"]) == 2 * 23
-    assert [i["target"] for i in report["implementations"]] == ["mymodels:make_model", "conformance_impls.torch:make_model"]
+    assert [i["target"] for i in report["implementations"]] == ["mymodels:make_model", "conformance_impls.torch:factory"]
     assert (scratch / "report.html").exists(), "the HTML template ships in the wheel"

@@ -6,21 +6,26 @@ fire on bugs that are not its business.
 """
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from conformance import canonical
+from conformance.spec import declares_canonical_weights
 from impls.torch import make_model
 from impls.torch.attention import causal_mask
+from impls.torch.canonical import load_canonical
 from impls.torch.bahdanau import AttentionDecoder
 from impls.torch.d2l import EncoderDecoder
 from impls.torch.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
-from impls.torch.transformer import SelfAttention, TransformerDecoder, TransformerDecoderBlock
-from tests.broken.common import AUTOREGRESSIVE, CACHE_BUG, PADDING, OUT_OF_VOCABULARY, fault_factories
+from impls.torch.transformer import SelfAttention, TransformerDecoder, TransformerDecoderBlock, TransformerEncoderBlock
+from tests.broken.common import AUTOREGRESSIVE, CACHE_BUG, CROSS_FRAMEWORK, PADDING, OUT_OF_VOCABULARY, fault_factories
 
 
 def broken(spec, **classes):
-    """The reference model for `spec`, with every submodule of class C re-classed to classes[C]."""
+    """The reference model for `spec`, with every submodule of class C re-classed to classes[C]. It
+    does not declare canonical weights: the cross-framework contracts skip it, unless told otherwise."""
     model = make_model(spec)
     for module in model.modules():
         if type(module).__name__ in classes:
@@ -298,6 +303,62 @@ def object_cache_updated_in_place(spec):
     return broken(spec, TransformerDecoder=CacheUpdatedInPlace)
 
 
+# --- Other mathematics than the specification's, consistent in itself ------------------------
+# Only the cross-framework contracts can see these: every other contract compares a model with itself.
+
+
+def converted(transform):
+    """A factory whose canonical-weights converter applies `transform(name, array, spec)` to each weight."""
+
+    @declares_canonical_weights
+    def factory(spec):
+        model = make_model(spec.replace(weights=None))
+        if spec.weights is not None:
+            weights = canonical.load(spec.weights, spec)
+            load_canonical(model, {name: transform(name, value, spec) for name, value in weights.items()})
+        return model
+
+    return factory
+
+
+def reset_and_update_rows_swapped(name, value, spec):
+    """Keras orders a GRU's gate rows update, reset, new; a converter that forgot it swaps the first two."""
+    if ".rnn." not in name:
+        return value
+    h = spec.num_hiddens
+    return np.concatenate([value[h : 2 * h], value[:h], value[2 * h :]])
+
+
+def query_projection_transposed(name, value, spec):
+    """A Keras kernel is (in, out); a converter that copied one attention kernel without transposing."""
+    return value.T if name.endswith("attention.W_q.weight") else value
+
+
+gru_gate_order_swapped = converted(reset_and_update_rows_swapped)
+transformer_query_projection_transposed = converted(query_projection_transposed)
+
+
+class PreNormEncoderBlock(TransformerEncoderBlock):
+    """X + sublayer(norm(X)) (pre-norm) where the specification has norm(X + sublayer(X)) (post-norm)."""
+
+    def forward(self, X, mask):
+        X = X + self.attention(self.addnorm1.ln(X), mask)[0]
+        return X + self.ffn(self.addnorm2.ln(X))
+
+
+class PreNormDecoderBlock(TransformerDecoderBlock):
+    def forward(self, X, past, cross_kv, enc_mask):
+        Y, present = self.self_attention(self.addnorm1.ln(X), causal_mask(X.shape[1], past[0].shape[2], X.device), past)
+        X = X + Y
+        X = X + self.cross_attention(self.addnorm2.ln(X), cross_kv, enc_mask)
+        return X + self.ffn(self.addnorm3.ln(X)), present
+
+
+@declares_canonical_weights
+def transformer_pre_norm(spec):
+    return broken(spec, TransformerEncoderBlock=PreNormEncoderBlock, TransformerDecoderBlock=PreNormDecoderBlock)
+
+
 # --- Faults the harness must report as one line per contract (not contract bugs) -----------
 
 
@@ -331,6 +392,9 @@ BATCH_OF_ONE = AUTOREGRESSIVE | {
     "eval_calls_agree_exactly", "extra_padding_changes_nothing", "example_alone_equals_example_in_batch"}
 
 CASES = [
+    ("gru_gate_order_swapped", "gru", CROSS_FRAMEWORK),
+    ("transformer_query_projection_transposed", "transformer", CROSS_FRAMEWORK),
+    ("transformer_pre_norm", "transformer", CROSS_FRAMEWORK),
     ("gru_squeezes_batch_of_one", "gru", BATCH_OF_ONE),
     ("gru_always_float32_logits", "gru", {"logits_dtype_follows_spec"}),  # the rest run at float32 tolerances
     ("lstm_encoder_output_without_batch_axis", "lstm", {"encoder_outputs_have_batch_axis"}),
