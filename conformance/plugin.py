@@ -163,14 +163,16 @@ class ConformanceSession:
     def pytest_runtest_logreport(self, report):
         if self.worker is not None:
             return
+        added = False
         for name, value in report.user_properties:
             if name == RESULT:
                 self.report.add(Result(**value))
+                added = True
             elif name == IMPL_INFO:
                 self.merge_impl_info(value)
             elif name == LOGITS:
                 self.report.add_logits(**value)
-        if self.report_path and time.time() - self.report.written > 1:  # a killed run still leaves a report
+        if added and self.report_path and time.time() - self.report.written > 1:  # a killed run still leaves a report
             self.report.write(self.report_path)
 
     def merge_impl_info(self, value: dict) -> None:
@@ -190,9 +192,13 @@ class ConformanceSession:
             # The signal and stack of a crash, for the controller to name (see pytest_handlecrashitem).
             self.crash_log = self.faults.crash_log(self.worker["workerid"]).open("w")
             faulthandler.enable(self.crash_log)
-        elif threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            # An outer timeout's SIGTERM ends the run like Ctrl-C: the session finishes and writes the report.
-            signal.signal(signal.SIGTERM, interrupt)
+        else:
+            if self.report_path and not session.config.option.collectonly:
+                self.report.write(self.report_path)  # "running": what a run that dies before any verdict leaves
+                self.report.written = 0.0  # the first result is written at once, however soon it comes
+            if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                # An outer timeout's SIGTERM ends the run like Ctrl-C: the session finishes and writes the report.
+                signal.signal(signal.SIGTERM, interrupt)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem, report, sched):
@@ -587,6 +593,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     if not session.report.results and not session.contracts_collected:
         return  # a run of other tests that shares --impl (pytest benchmarks/): no conformance to report
+    session.report.status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "finished"
     tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")
     terminalreporter.write(session.report.render_terminal(width=max(tw.fullwidth, 100), color=tw.hasmarkup))

@@ -24,6 +24,11 @@ GLYPH = {"crashed": "C", "hung": "H", "error": "E", "failed": "✗", "not run": 
 STYLE = {"crashed": "bold red", "hung": "bold red", "error": "bold red", "failed": "bold red", "not run": "red",
          "xpassed": "yellow", "xfailed": "yellow", "passed": "green", "skipped": "dim"}
 FAULTS = ("crashed", "hung", "error", "failed")  # listed with their messages in the Markdown report
+INCOMPLETE = {
+    "running": "INCOMPLETE: written while the run was going on, which ended before it finished the report (a "
+               "crash kills a serial run: pytest -n 1 isolates crashes in a worker process and reports them)",
+    "interrupted": "INCOMPLETE: the run was interrupted; contracts after that have no verdict",
+}
 DIFFERENCES_TITLE = ("Cross-framework differences: max relative difference of teacher-forced logits, "
                      "same canonical weights and inputs (float64 unless marked)")
 
@@ -64,6 +69,9 @@ class Report:
         self.logits: dict[tuple[str, str], dict[str, tuple[str, np.ndarray]]] = {}
         self.started = time.time()
         self.written = 0.0  # when write() last ran
+        # "running" in every write before the last: a report left so was cut short (a serial run's
+        # process crashed, or was killed); "interrupted" (Ctrl-C, SIGTERM) or "finished" at the end.
+        self.status = "running"
 
     def add(self, result: Result) -> None:
         self.results.append(result)
@@ -137,6 +145,8 @@ class Report:
 
     def header_lines(self) -> list[str]:
         lines = [f"seed {self.seed}; python {platform.python_version()} on {platform.platform()}"]
+        if self.status != "finished":
+            lines.append(INCOMPLETE[self.status])
         for info in self.impls.values():
             if info.error:
                 lines.append(f"{info.name} ({info.target}): {info.error}")
@@ -196,6 +206,7 @@ class Report:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "argv": sys.argv,
+            "status": self.status,
             "duration_s": round(time.time() - self.started, 3),
             "implementations": [dataclasses.asdict(i) for i in self.impls.values()],
             "crashed": self.crashes,

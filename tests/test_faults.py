@@ -139,9 +139,9 @@ def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
     )
     try:
         deadline = time.monotonic() + 120
-        while not report.exists() and time.monotonic() < deadline:  # written as results arrive
+        while not results_in(report) and time.monotonic() < deadline:  # written as results arrive
             time.sleep(0.2)
-        assert report.exists(), "no report while the run was going"
+        assert results_in(report), "no results in the report while the run was going"
         time.sleep(3)  # into the hang: torch's B1 contract runs first, the faulty one's hangs
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=60) == 2, "pytest's 'interrupted': the session finished and wrote the report"
@@ -150,6 +150,28 @@ def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
     results = json.loads(report.read_text())["results"]
     assert {r["outcome"] for r in results if r["impl"] == "torch"} == {"passed"}
     assert os.path.exists(report.with_suffix(".md"))
+
+
+def results_in(report) -> list:
+    try:
+        return json.loads(report.read_text())["results"]
+    except (OSError, ValueError):  # not written yet
+        return []
+
+
+def test_serial_run_killed_by_a_crash_leaves_a_report_saying_so(pytester, repo_on_pythonpath):
+    """Without -n a segfault ends the process (and pytest with it): the report it leaves says it is
+    incomplete and how to isolate crashes, instead of passing for a whole one."""
+    report = pytester.path / "report"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "conformance", f"--impl=torch,{FAULTY}:segfaults_in_decoder",
+         "--family=gru", f"--conformance-report={report}", "-p", "no:cacheprovider", "-q"],
+        cwd=pytester.path, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == -signal.SIGSEGV, run.stdout[-2000:] + run.stderr[-2000:]
+    assert json.loads(report.with_suffix(".json").read_text())["status"] == "running"
+    for suffix in (".md", ".html"):
+        assert "INCOMPLETE" in report.with_suffix(suffix).read_text() and "pytest -n 1" in report.with_suffix(suffix).read_text()
 
 
 def test_unloadable_impl_under_xdist_is_named_in_the_report(pytester, repo_on_pythonpath):
