@@ -421,6 +421,18 @@ def pytest_timeout_cancel_timer(item):
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A contract that needs a call the model declines (it raised conformance.Unsupported) is skipped,
+    with the model's reason: it is neither passed nor failed."""
+    try:
+        return (yield)
+    except harness.ModelDeclined as exc:
+        if not is_contract(pyfuncitem):
+            raise
+        pytest.skip(f"[{contract_of(pyfuncitem)}] {exc}")
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     session = session_of(item.config)
