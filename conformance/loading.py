@@ -28,6 +28,7 @@ BUILTIN = {
     "torch": "conformance_impls.torch:make_model",  # impls/ in the repository, installed under this name
     "tensorflow": "conformance_impls.tensorflow:make_model",
     "mxnet": "conformance_impls.mxnet:make_model",
+    "numpy": "conformance_impls.numpy:make_model",  # the executable specification of docs/weights.md
 }
 
 
