@@ -3,7 +3,7 @@
     pytest benchmarks/ --impl=mypkg.models:make_model,torch --benchmark-only
     BENCH_IMPLS=mypkg.models:make_model asv run --python=same --quick --bench ImplDecode
 
-A name is `torch`, `tensorflow`, `mxnet` or `module:factory`, resolved and built by
+A name is `torch`, `tensorflow`, `mxnet`, `numpy` or `module:factory`, resolved and built by
 `conformance.loading` (the suite's one resolver), on the workload's spec (workload.py). Two loops:
 
 - "interface": `conformance.decoding.greedy_tokens`, encoder -> init_state -> one Decoder.forward

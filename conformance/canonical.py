@@ -8,7 +8,6 @@ float32 model holds exactly the weights a float64 one does and the two differ on
 from __future__ import annotations
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
 from .spec import ModelSpec
 
@@ -109,12 +108,18 @@ def check(spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
         raise ValueError(f"canonical weights for {spec.family}: " + "; ".join(problems))
 
 
+# safetensors is imported where files are read or written: drawing weights, and the factories that
+# import this module (impls/torch, impls/numpy), need NumPy alone.
 def save(path, weights: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
     save_file({name: np.ascontiguousarray(value) for name, value in weights.items()}, str(path))
 
 
 def load(path, spec: ModelSpec | None = None, dtype=np.float64) -> dict[str, np.ndarray]:
     """The weights in `path` as `dtype` arrays; checked against `spec`'s family when given."""
+    from safetensors.numpy import load_file
+
     weights = {name: value.astype(dtype) for name, value in load_file(str(path)).items()}
     if spec is not None:
         check(spec, weights)

@@ -1,8 +1,9 @@
 """The model as contracts see it: every call checked, every failure one readable line.
 
 `CheckedModel` wraps a `Seq2SeqAdapter`. An exception raised by the implementation becomes
-`ModelRaised`; an output that breaks the interface (logits of the wrong shape or type,
-non-finite values) becomes `BadOutput`. Contracts raise `ContractFailure`. The plugin prints
+`ModelRaised`, except `conformance.Unsupported`, which becomes `ModelDeclined` (the plugin skips
+the contract with the model's reason); an output that breaks the interface (logits of the wrong
+shape or type, non-finite values) becomes `BadOutput`. Contracts raise `ContractFailure`. The plugin prints
 each of these as a single line naming the contract, so no traceback of the harness reaches
 the user.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from .inputs import Batch, Vocabulary
 from .protocol import Seq2SeqAdapter
+from .spec import Unsupported
 from .trees import opaque_leaves
 
 
@@ -28,6 +30,11 @@ class ContractFailure(ConformanceError):
 
 class ModelRaised(ConformanceError):
     """The implementation raised where it should have returned."""
+
+
+class ModelDeclined(ConformanceError):
+    """The implementation raised `conformance.Unsupported` for a call it does not offer (gradients
+    without autodiff, say): a contract that needs the call is skipped with the model's reason."""
 
 
 class BadOutput(ConformanceError):
@@ -82,6 +89,8 @@ class CheckedModel:
             yield
         except ConformanceError:
             raise
+        except Unsupported as exc:
+            raise ModelDeclined(f"{what} declined by the model: {exc}") from exc
         except Exception as exc:  # the implementation's own error, whatever its type
             raise ModelRaised(f"{what} raised {one_line(exc)}") from exc
 

@@ -29,6 +29,7 @@ BUILTIN = {
     "torch": "conformance_impls.torch:factory",
     "tensorflow": "conformance_impls.tensorflow:make_model",
     "mxnet": "conformance_impls.mxnet:make_model",
+    "numpy": "conformance_impls.numpy:make_model",  # the executable specification of docs/weights.md
 }
 
 

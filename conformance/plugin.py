@@ -258,7 +258,7 @@ def read_id_file(path) -> list[str]:
 def pytest_addoption(parser):
     group = parser.getgroup("conformance", "seq2seq Encoder-Decoder conformance")
     group.addoption("--impl", action="append", default=[], metavar="NAME",
-                    help="implementation(s) under test: torch, tensorflow, mxnet or module:factory; comma-separated or repeated")
+                    help="implementation(s) under test: torch, tensorflow, mxnet, numpy or module:factory; comma-separated or repeated")
     group.addoption("--family", action="append", default=[], metavar="FAMILY",
                     help=f"restrict to these families (default all: {', '.join(FAMILIES)})")
     group.addoption("--conformance-seed", type=int, default=0, metavar="N",
@@ -304,7 +304,7 @@ def check_options(config) -> None:
             raise pytest.UsageError(f"--conformance-report={report}: cannot write under {blocker}, which is a file")
 
 
-CHOOSE_IMPL = "pass --impl=torch (or tensorflow, mxnet, module:factory)"
+CHOOSE_IMPL = "pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"
 
 
 def session_of(config) -> ConformanceSession | None:
@@ -498,6 +498,18 @@ def pytest_timeout_cancel_timer(item):
     del item.stash[TIMER]
     timer.close()
     return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A contract that needs a call the model declines (it raised conformance.Unsupported) is skipped,
+    with the model's reason: it is neither passed nor failed."""
+    try:
+        return (yield)
+    except harness.ModelDeclined as exc:
+        if not is_contract(pyfuncitem):
+            raise
+        pytest.skip(f"[{contract_of(pyfuncitem)}] {exc}")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,6 +17,9 @@ Conventions
   parameter once, a tied one under the part where it is first found.
 - Vocabulary sizes and reserved ids are the spec's unless the factory returned `Declared(...)`.
 - The model is in evaluation mode (dropout off) for every call, gradients included.
+- A method may raise `conformance.Unsupported("why")` for a call the implementation does not offer
+  (`gradients` where nothing differentiates the model): the contracts that need it are skipped
+  with that reason, the others still run.
 """
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ class _DecoderWeights:
     def __init__(self, decoder, batch):
         self.blocks = [_BlockWeights(blk, decoder.num_heads, batch) for blk in decoder.blks]
         self.embedding = decoder.embedding.weight * math.sqrt(decoder.embedding.weight.shape[1])
-        self.positions = decoder.pos_encoding.P
+        self.positions = decoder.pos_encoding.P.to(self.embedding.dtype)
         self.dense = _Linear(decoder.dense.weight, decoder.dense.bias, batch)
 
 

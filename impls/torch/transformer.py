@@ -18,10 +18,13 @@ class PositionalEncoding(nn.Module):
         angles = pos / 10000 ** (torch.arange(0, num_hiddens, 2, dtype=torch.float64) / num_hiddens)
         P = torch.zeros(max_len, num_hiddens, dtype=torch.float64)
         P[:, 0::2], P[:, 1::2] = torch.sin(angles), torch.cos(angles)
-        self.register_buffer("P", P.to(torch.get_default_dtype()), persistent=False)
+        # Kept in float64: a float64 model's `.to(torch.float64)` would otherwise restore a table
+        # already rounded to float32 (errors up to 3e-8). `.to(dtype)` casts it with the model; a
+        # model never cast gets it in its own dtype on use (`.to` is free where the dtypes agree).
+        self.register_buffer("P", P, persistent=False)
 
     def forward(self, X, start=0):
-        return self.dropout(X + self.P[start : start + X.shape[1]])
+        return self.dropout(X + self.P[start : start + X.shape[1]].to(X.dtype))
 
 
 class PositionWiseFFN(nn.Sequential):
