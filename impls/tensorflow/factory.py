@@ -1,12 +1,15 @@
-"""`make_model(spec)`: the reference family named by `spec.family`, in `spec.dtype`, built."""
+"""`make_model(spec)`: the reference family named by `spec.family`, in `spec.dtype`, built; holding
+the canonical weights of `spec.weights` when it names a file (docs/weights.md)."""
 import contextlib
 
 import keras
 import numpy as np
 
-from conformance.spec import Unsupported
+from conformance import canonical
+from conformance.spec import Declared, Unsupported
 
 from .bahdanau import AttentionDecoder, MemoryAttentionDecoder
+from .canonical import load_canonical
 from .d2l import EncoderDecoder
 from .recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from .transformer import TransformerDecoder, TransformerEncoder
@@ -79,4 +82,8 @@ def make_model(spec):
         # Keras creates weights on the first call: one token each way builds every layer.
         one = np.zeros((1, 1), dtype=np.int32)
         model(one, one, np.ones(1, dtype=np.int32), training=False)
-    return model
+    if spec.weights is None:
+        return model
+    # Assigned in place, before any decoding loop is traced: tf.function reads variables, not copies.
+    load_canonical(model, canonical.load(spec.weights, spec))
+    return Declared(model, canonical_weights=True)
