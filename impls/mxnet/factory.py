@@ -1,15 +1,18 @@
-"""`make_model(spec)`: the reference family named by `spec.family`, in `spec.dtype`, initialized and hybridized."""
+"""`make_model(spec)`: the reference family named by `spec.family`, in `spec.dtype`, initialized and hybridized;
+with `spec.weights`, holding those canonical weights (docs/weights.md)."""
 import warnings
 
 import numpy as onp
 
+from conformance import canonical
 from conformance.compat import import_mxnet
-from conformance.spec import Unsupported
+from conformance.spec import Declared, Unsupported
 
 mx = import_mxnet()
 from mxnet import init, np  # noqa: E402
 
 from .bahdanau import AttentionDecoder, MemoryAttentionDecoder  # noqa: E402
+from .canonical import load_canonical  # noqa: E402
 from .d2l import EncoderDecoder  # noqa: E402
 from .recurrent import Seq2SeqDecoder, Seq2SeqEncoder  # noqa: E402
 from .transformer import TransformerDecoder, TransformerEncoder  # noqa: E402
@@ -79,7 +82,11 @@ def make_model(spec):
     run_once(model)
     model.cast(spec.dtype)
     hybridize(model)
-    return model
+    if spec.weights is None:
+        return model
+    # In place, in the model's dtype: the graphs hybridize() just built read the loaded values.
+    load_canonical(model, canonical.load(spec.weights, spec))
+    return Declared(model, canonical_weights=True)
 
 
 def hybridize(model):
