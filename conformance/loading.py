@@ -27,9 +27,9 @@ from .spec import Declared, ModelSpec, Unsupported
 BUILTIN = {
     # impls/ in the repository, installed under this name; `factory` declares canonical weights
     "torch": "conformance_impls.torch:factory",
-    "tensorflow": "conformance_impls.tensorflow:make_model",
-    "mxnet": "conformance_impls.mxnet:make_model",
-    "numpy": "conformance_impls.numpy:make_model",  # the executable specification of docs/weights.md
+    "tensorflow": "conformance_impls.tensorflow:factory",
+    "mxnet": "conformance_impls.mxnet:factory",
+    "numpy": "conformance_impls.numpy:factory",  # the executable specification of docs/weights.md
 }
 
 

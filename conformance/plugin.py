@@ -477,6 +477,16 @@ def rng(request):
     return np.random.default_rng([seed, zlib.crc32(f"{request.node.path.name}::{request.node.name}".encode())])
 
 
+@pytest.fixture
+def shared_rng(request, model):
+    """Like `rng`, but the same for every implementation: the cross-framework contracts compare
+    implementations on the same inputs."""
+    seed = session_of(request.config).seed
+    case = request.node.callspec.params.get("case", "")
+    name = f"{request.node.path.name}::{request.node.originalname}[{model.family}-{case}]"
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_timeout_set_timer(item, settings):
     """pytest-timeout's timer for a contract, raising `Hung`: pytest.fail's `Failed` would be

@@ -83,8 +83,9 @@ class Report:
         """(implementation, implementation) -> family -> (max relative difference of their logits over
         the shared cases, the dtypes compared): every pair that saw the same weights and inputs."""
         table: dict[tuple[str, str], dict[str, tuple[float, str]]] = {}
+        order = list(self.impls)
         for (family, _case), by_impl in self.logits.items():
-            names = list(by_impl)
+            names = sorted(by_impl, key=lambda name: order.index(name) if name in order else len(order))
             for i, a in enumerate(names):
                 for b in names[i + 1:]:
                     (dtype_a, logits_a), (dtype_b, logits_b) = by_impl[a], by_impl[b]

@@ -11,11 +11,11 @@ from conformance.inputs import CASES, random_batch
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_logits_match_reference(canonical_pair, agree, rng, record_logits, case):
+def test_logits_match_reference(canonical_pair, agree, shared_rng, record_logits, case):
     """Teacher-forced logits == the reference's on the same weights and inputs, within the tolerance
     of the implementation's precision (conformance/tolerances.py: AGREE)."""
     model, reference = canonical_pair
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(shared_rng, model.vocab, case)
     logits, expected = model.teacher_forced(batch), reference.teacher_forced(batch)
     record_logits(model, logits)
     record_logits(reference, expected)
@@ -23,11 +23,11 @@ def test_logits_match_reference(canonical_pair, agree, rng, record_logits, case)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_greedy_tokens_match_reference(canonical_pair, agree, rng, case):
+def test_greedy_tokens_match_reference(canonical_pair, agree, shared_rng, case):
     """Greedy tokens == the reference's, step for step. Where they part, the reference's two best
     logits must be closer than the tolerance: a tie, which either side may break its own way."""
     model, reference = canonical_pair
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(shared_rng, model.vocab, case)
     steps = case.tgt_steps + 3
     tokens, _ = model.greedy(batch, steps)
     expected, reference_logits = reference.greedy(batch, steps)

@@ -43,28 +43,11 @@ def relative_error(a, b):
     return float(np.max(np.abs(a - b)) / max(1.0, np.max(np.abs(b))))
 
 
-def exact_positions(torch_model):
-    """Give the PyTorch Transformer the positional table docs/weights.md defines, in its dtype.
-
-    impls/torch/transformer.py rounds its table to float32 when it is built (P.to(torch.get_default_dtype()))
-    and `.to(float64)` only widens the rounded values: its float64 model adds positions off by up to
-    3e-8, which moves its logits by ~1e-8 relative. The TensorFlow table is exact in float64."""
-    for part in (torch_model.encoder, torch_model.decoder):
-        pe = getattr(part, "pos_encoding", None)
-        if pe is None:
-            continue
-        steps, h = pe.P.shape
-        angles = np.arange(steps)[:, None] / 10000 ** (np.arange(0, h, 2) / h)
-        P = np.zeros((steps, h))
-        P[:, 0::2], P[:, 1::2] = np.sin(angles), np.cos(angles)
-        pe.P = torch.as_tensor(P, dtype=pe.P.dtype)
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_export_of_load_gives_the_weights_back(family, dtype, weights_file):
     path, weights = weights_file[family]
-    declared = impls.tensorflow.make_model(ModelSpec(family, dtype=dtype, weights=path))
+    declared = impls.tensorflow.factory(ModelSpec(family, dtype=dtype, weights=path))
     assert isinstance(declared, Declared) and declared.canonical_weights
     exported = export_canonical(declared.model)
     assert sorted(exported) == sorted(weights)
@@ -115,8 +98,8 @@ def test_load_and_export_refuse_a_variable_with_no_canonical_name(weights_file):
 
 
 # Bounds from the measured maxima (seed 1 weights, this batch; CPU, TF 2.21 / torch 2.13):
-# float64 <= 1e-15 for every family once both sides use the exact positional table (else ~1e-8 for the
-# transformer and mixed families, from PyTorch's float32-rounded table: see `exact_positions`);
+# float64 <= 1e-15 for every family (1e-8 for the transformer and mixed families while PyTorch's float64
+# model rounded its positional table to float32);
 # float32 <= 6e-7, a few float32 ulps through ~20 layers of arithmetic: 1e-5 leaves room for other BLAS.
 BOUND = {"float64": 1e-12, "float32": 1e-5}
 
@@ -125,9 +108,8 @@ BOUND = {"float64": 1e-12, "float32": 1e-5}
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tensorflow_and_torch_agree_on_canonical_weights(family, dtype, weights_file):
     spec = ModelSpec(family, dtype=dtype, weights=weights_file[family][0])
-    theirs, ours = impls.torch.make_model(spec), impls.tensorflow.make_model(spec)
+    theirs, ours = impls.torch.factory(spec), impls.tensorflow.factory(spec)
     assert theirs.canonical_weights and ours.canonical_weights
-    exact_positions(theirs.model)
     reference, adapter = as_adapter(theirs.model, spec), as_adapter(ours.model, spec)
     src, valid, tgt = batch(spec)
     expected = reference.forward(src, tgt, valid)
@@ -148,17 +130,7 @@ def test_compiled_decoding_sees_weights_loaded_after_it_was_traced(weights_file)
     src, valid, _ = batch(spec)
     before = impls.tensorflow.greedy_decode(model, src, valid, BOS, STEPS)
     load_canonical(model, canonical.load(path, spec))
-    reference = impls.torch.make_model(spec).model
-    exact_positions(reference)
+    reference = impls.torch.make_model(spec)
     expected = greedy_tokens(as_adapter(reference, spec), src, valid, BOS, STEPS)
     assert not np.array_equal(before, expected), "the model's own weights already give these tokens: no evidence"
     np.testing.assert_array_equal(impls.tensorflow.greedy_decode(model, src, valid, BOS, STEPS), expected)
-
-
-@pytest.mark.xfail(strict=True, reason="impls/torch/transformer.py rounds its positional table to float32 before "
-                   ".to(float64); when fixed, drop this mark and exact_positions")
-def test_torch_float64_positional_table_is_exact():
-    model = impls.torch.make_model(ModelSpec("transformer", max_len=64))
-    P = model.decoder.pos_encoding.P.numpy()
-    exact_positions(model)
-    np.testing.assert_array_equal(P, model.decoder.pos_encoding.P.numpy())

@@ -32,5 +32,5 @@ def test_keras2_and_keras3_models_in_one_run(pytester):
     assert len(run.report["matrix"]) == 2 * len(all_contracts()), "every contract has a verdict for each"
     run.outcome.stdout.fnmatch_lines([
         f"{TRICKY} ({TRICKY}): backend tensorflow * (tf_keras {tf_keras.__version__}), device *; gru float64",
-        "tensorflow (conformance_impls.tensorflow:make_model): backend tensorflow * (keras 3.*), device *; gru float64",
+        "tensorflow (conformance_impls.tensorflow:factory): backend tensorflow * (keras 3.*), device *; gru float64",
     ])

@@ -8,6 +8,7 @@ import pytest
 
 from conformance import FAMILIES, ModelSpec, canonical, loading
 from conformance.decoding import greedy_tokens
+from impls.numpy import factory as numpy_factory
 from impls.numpy import make_model as numpy_model
 
 
@@ -61,7 +62,7 @@ def test_numpy_spec_agrees_with_torch(tmp_path, torch_impls, family):
     worst = 0.0
     for seed in range(3):
         spec = canonical_spec(tmp_path, family, seed)
-        reference, ours = declared_canonical(torch_impls.make_model(spec)), declared_canonical(numpy_model(spec))
+        reference, ours = declared_canonical(torch_impls.factory(spec)), declared_canonical(numpy_factory(spec))
         src, tgt, lens = random_batch(np.random.default_rng(seed), spec)
         worst = max(worst, relative(ours.forward(src, tgt, lens), torch_logits(reference, src, tgt, lens)))
         np.testing.assert_array_equal(greedy_tokens(ours, src, lens, 0, 8), torch_impls.greedy_decode(reference, src, lens, 0, 8))
@@ -75,9 +76,9 @@ def test_float32_spec_rounds_like_float32(tmp_path, family):
     differ from the float64 build's by float32 rounding only. Measured over 10 seeds (B=8, S=12, T=10),
     max relative: rnn 3.1e-7, gru 2.0e-7, lstm 1.9e-7, bahdanau 1.9e-7, transformer 7.6e-7, mixed
     9.2e-7; the bound is the suite's float32 tolerance (conformance/tolerances.py)."""
-    exact = declared_canonical(numpy_model(canonical_spec(tmp_path, family, 0)))
+    exact = declared_canonical(numpy_factory(canonical_spec(tmp_path, family, 0)))
     spec = canonical_spec(tmp_path, family, 0, "float32")
-    rounded = declared_canonical(numpy_model(spec))
+    rounded = declared_canonical(numpy_factory(spec))
     src, tgt, lens = random_batch(np.random.default_rng(0), spec)
     logits = rounded.forward(src, tgt, lens)
     assert logits.dtype == np.float32

@@ -35,6 +35,11 @@ def test_wheel_in_a_fresh_environment_validates_a_model_from_a_scratch_directory
                   "--family=transformer", "-p", "no:cacheprovider", "-q", "--conformance-report=report", cwd=scratch)
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
     report = json.loads((scratch / "report.json").read_text())
-    assert {m["outcome"] for m in report["matrix"]} == {"passed"} and len(report["matrix"]) == 2 * 23
+    outcomes = {(m["impl"], m["area"], m["outcome"]) for m in report["matrix"]}
+    # The example does not load canonical weights, so only torch is compared with the specification
+    # (the NumPy one and the golden vectors, both shipped in the wheel).
+    assert {o for o in outcomes if o[2] != "passed"} == {("mymodels:make_model", "cross_framework", "skipped")}
+    assert ("torch", "cross_framework", "passed") in outcomes
+    assert len(report["matrix"]) == 2 * 26
     assert [i["target"] for i in report["implementations"]] == ["mymodels:make_model", "conformance_impls.torch:factory"]
     assert (scratch / "report.html").exists(), "the HTML template ships in the wheel"

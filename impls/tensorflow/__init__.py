@@ -4,6 +4,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices, before it loads
 
 from .decoding import encode, greedy_decode, recompute_greedy_decode, stepwise_greedy_decode
-from .factory import make_model
+from .factory import factory, make_model
 
-__all__ = ["make_model", "encode", "greedy_decode", "recompute_greedy_decode", "stepwise_greedy_decode"]
+__all__ = ["make_model", "factory", "encode", "greedy_decode", "recompute_greedy_decode", "stepwise_greedy_decode"]

@@ -11,7 +11,7 @@ GRADIENTS = {"encoder_gradient_through_state", "future_tokens_do_not_change_past
 PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}
 OUT_OF_VOCABULARY = {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}
 # A model consistent in itself that computes other mathematics than the specification's.
-CROSS_FRAMEWORK = {"logits_match_reference", "greedy_tokens_match_reference"}
+CROSS_FRAMEWORK = {"logits_match_reference", "greedy_tokens_match_reference", "golden_vectors"}
 
 
 def fault_factories(broken, make_model, nan_logits, time_major_logits, raises_in_init_state):
