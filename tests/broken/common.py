@@ -3,7 +3,10 @@
 The faults are not contract bugs but outputs the harness itself must turn into one line per
 contract: NaN or time-major logits, a model that raises, a factory that declines a family.
 """
-from conformance.spec import Unsupported
+import numpy as np
+
+from conformance import canonical
+from conformance.spec import Unsupported, declares_canonical_weights
 
 AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
 CACHE_BUG = AUTOREGRESSIVE | {"reordered_state_decodes_reordered_examples"}  # decoding on from a state
@@ -27,3 +30,26 @@ def fault_factories(broken, make_model, nan_logits, time_major_logits, raises_in
         return make_model(spec)
 
     return factory(nan_logits), factory(time_major_logits), factory(raises_in_init_state), declines_transformer
+
+
+def converted(make_model, load_canonical, transform):
+    """A factory whose canonical-weights converter applies `transform(name, array, spec)` to each
+    weight on its way in: a converter bug, in a model that is otherwise the backend's reference."""
+
+    @declares_canonical_weights
+    def factory(spec):
+        model = make_model(spec.replace(weights=None))
+        if spec.weights is not None:
+            weights = canonical.load(spec.weights, spec)
+            load_canonical(model, {name: transform(name, value, spec) for name, value in weights.items()})
+        return model
+
+    return factory
+
+
+def reset_and_update_rows_swapped(name, value, spec):
+    """Keras orders a GRU's gate rows update, reset, new; a converter that forgot it swaps the first two."""
+    if ".rnn." not in name:
+        return value
+    h = spec.num_hiddens
+    return np.concatenate([value[h : 2 * h], value[:h], value[2 * h :]])

@@ -12,9 +12,11 @@ import keras
 import tensorflow as tf
 
 from impls.tensorflow import make_model
+from impls.tensorflow.canonical import load_canonical
 from impls.tensorflow.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.tensorflow.transformer import TransformerDecoder, TransformerDecoderBlock
-from tests.broken.common import CACHE_BUG, PADDING, OUT_OF_VOCABULARY, fault_factories
+from tests.broken.common import (
+    CACHE_BUG, CROSS_FRAMEWORK, PADDING, OUT_OF_VOCABULARY, converted, fault_factories, reset_and_update_rows_swapped)
 
 
 def layers(layer, seen=None):
@@ -177,7 +179,13 @@ def float32_build_float64_logits(spec):
 
 
 
+# A converter from canonical weights that copies GRU rows (reset, update, new) into Keras' slots
+# (update, reset, new) as they are: a model consistent in itself, which only the cross-framework
+# contracts can tell from the specification.
+gru_gate_order_not_converted = converted(make_model, load_canonical, reset_and_update_rows_swapped)
+
 CASES = [
+    ("gru_gate_order_not_converted", "gru", CROSS_FRAMEWORK),
     ("transformer_positions_ignore_cache", "transformer", CACHE_BUG),
     ("transformer_top_left_causal_mask", "transformer", CACHE_BUG),
     ("gru_encoder_masks_token_zero", "gru", PADDING),
