@@ -34,10 +34,20 @@ class Run:
         return {r["nodeid"]: r["outcome"] for r in self.report["results"] if impl in (None, r["impl"])}
 
 
-def all_contracts() -> set[str]:
-    """Every `def test_...` in the shipped contract modules, without the prefix."""
+def all_contracts(area: str = "*") -> set[str]:
+    """Every `def test_...` in the shipped contract modules (of one area), without the prefix."""
     root = pathlib.Path(importlib.import_module("conformance").__file__).parent
-    return {name for path in root.glob("test_*.py") for name in re.findall(r"^def test_(\w+)", path.read_text(), re.M)}
+    return {name for path in root.glob(f"test_{area}.py") for name in re.findall(r"^def test_(\w+)", path.read_text(), re.M)}
+
+
+def cross_framework_contracts() -> set[str]:
+    """Skipped, saying why, for a model that does not declare it loads canonical weights."""
+    return all_contracts("cross_framework")
+
+
+def assert_cross_framework_skipped_as_undeclared(run, impl: str) -> None:
+    reasons = {r["message"] for r in run.report["results"] if r["impl"] == impl and r["area"] == "cross_framework"}
+    assert reasons == {f"Skipped: {impl} does not declare that it loads canonical weights (spec.weights; docs/weights.md says how)"}, reasons
 
 
 def run_conformance(pytester, impl: str, *args: str, workers: int = 0) -> Run:

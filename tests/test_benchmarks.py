@@ -16,10 +16,17 @@ from benchmarks.backends import Unavailable, subject
 ROOT = compare.ROOT
 
 
+def outside_xdist(**changes) -> dict:
+    """This environment without the variables of a pytest -n worker: pytest-benchmark, seeing one
+    inherited, believes it runs under xdist and disables itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    return env | changes
+
+
 def test_every_side_by_side_case_runs_once():
     """`pytest benchmarks/` without --benchmark-only decodes 8 tokens once per case, every backend."""
     run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider"],
-                         cwd=ROOT, capture_output=True, text=True)
+                         cwd=ROOT, capture_output=True, text=True, env=outside_xdist())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " failed" not in run.stdout and " error" not in run.stdout
 
@@ -118,7 +125,7 @@ def test_pytest_benchmark_times_any_impl_by_its_name(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "-rs", "--benchmark-only",
          f"--impl={TIED},torch", "--family=gru", "-k", "B1", f"--benchmark-json={out}"],
-        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, BENCH_ROUNDS="2"))
+        cwd=ROOT, capture_output=True, text=True, env=outside_xdist(BENCH_ROUNDS="2"))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"{TIED} offers no native loop (its factory's module has no greedy_decode)" in run.stdout
     timed = {(b["extra_info"]["impl"], b["extra_info"]["loop"]): b for b in json.loads(out.read_text())["benchmarks"]}

@@ -28,7 +28,7 @@ def test_html_report_renders_header_matrix_failures_and_skips(pytester):
     declines every family but gru."""
     impls = [name for name, framework in (("torch", "torch"), ("tensorflow", "tensorflow"), ("mxnet", "mxnet"),
                                           ("examples.gluon_d2l_gru:make_model", "mxnet")) if importlib.util.find_spec(framework)]
-    run_conformance(pytester, ",".join(impls), "--family=transformer,gru", "-k", "stepwise or extra_padding")
+    run_conformance(pytester, ",".join(impls), "--family=transformer,gru", "-k", "stepwise or extra_padding or logits_match")
     page = pytester.path / "report.html"
     source = page.read_text()
     assert "<script" not in source and "http://" not in source and "https://" not in source, "self-contained"
@@ -43,4 +43,8 @@ def test_html_report_renders_header_matrix_failures_and_skips(pytester):
         assert re.search(r"\[extra_padding_changes_nothing\] logits with 3 extra padding columns vs without: max relative "
                          r"error \S+ > tolerance 1e-10 \(float64\); worst at batch=\d, step=\d, token=\d+", text), text
         assert "reproduce: pytest" in text
-        assert "Skipped (1)" in text and "the book's 10.7 model is a GRU" in text
+        assert "logits_match_reference ✓ ✓ ✓ s ✓ ✓ ✓ s" in text, "the book's model loads no canonical weights"
+        assert "Skipped (2)" in text and "the book's 10.7 model is a GRU" in text
+        assert "does not declare that it loads canonical weights" in text
+        assert re.search(r"Cross-framework differences .* pair (gru transformer|transformer gru) torch vs tensorflow \d\.\de-1\d \d\.\de-1\d", text), text
+        assert "tensorflow vs numpy" in text and "mxnet vs numpy" in text

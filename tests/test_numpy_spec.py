@@ -123,7 +123,7 @@ def test_without_torch_gradient_contracts_skip_saying_why(pytester, repo_on_pyth
     but those needing gradients, which are skipped with the reason."""
     pytester.makepyfile(no_torch=NO_TORCH)
     report = pytester.path / "report"
-    outcome = pytester.runpytest_subprocess("-p", "no_torch", "--pyargs", "conformance", "--impl=impls.numpy:make_model",
+    outcome = pytester.runpytest_subprocess("-p", "no_torch", "--pyargs", "conformance", "--impl=impls.numpy:factory",
                                             "--family=gru", f"--conformance-report={report}", "-p", "no:cacheprovider", "-q")
     results = json.loads(report.with_suffix(".json").read_text())["results"]
     by_outcome = {o: {r["contract"] for r in results if r["outcome"] == o} for o in {r["outcome"] for r in results}}

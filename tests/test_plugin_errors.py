@@ -1,7 +1,8 @@
 """Bad input gets one clear line, and the rest of the run completes with its report written."""
 import pytest
 
-from tests.conformance_run import BACKENDS, backend_param, run_conformance
+from tests.conformance_run import (
+    BACKENDS, assert_cross_framework_skipped_as_undeclared, backend_param, cross_framework_contracts, run_conformance)
 
 FAULTY = "tests.broken.faulty"  # faults whatever the framework; per-backend ones are in <backend>_models
 
@@ -112,7 +113,8 @@ def test_declined_family_is_skipped_with_the_reason(pytester, backend):
 def test_own_adapter_object_passes_every_contract(pytester):
     run = run_conformance(pytester, f"{FAULTY}:own_adapter", "--family=transformer")
     assert run.outcome.ret == 0, "\n".join(run.messages())
-    assert run.contracts("failed", "error", "skipped") == set()
+    assert run.contracts("failed", "error") == set() and run.contracts("skipped") == cross_framework_contracts()
+    assert_cross_framework_skipped_as_undeclared(run, f"{FAULTY}:own_adapter")
     assert run.report["implementations"][0]["backend"] == "custom"
 
 

@@ -22,7 +22,8 @@ from tests.broken.torch_models import broken
 def shared_vocabulary(spec):
     """One vocabulary for source and target, sized for the larger: the spec's source ids are not all."""
     size = max(spec.src_vocab, spec.tgt_vocab)
-    return spec.replace(src_vocab=size, tgt_vocab=size), size
+    # Canonical weights are shaped for the spec's vocabularies, so this model cannot hold them.
+    return spec.replace(src_vocab=size, tgt_vocab=size, weights=None), size
 
 
 # --- Tied and frozen parameters ---------------------------------------------------------------
