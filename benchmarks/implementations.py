@@ -63,12 +63,12 @@ def impl_subject(name: str, family: str, device: str) -> ImplSubject:
         # Placement of a model we did not build goes through the bridges (issue 11, not done yet).
         raise Unavailable(f"{name} on {device}: only cpu is supported for --impl implementations so far")
     impl = loading.resolve(name)
+    workload.pin_framework_threads()  # the factory's module has imported its framework; nothing ran on it yet
     built = loading.build(impl, workload.spec(family))
     if isinstance(built, loading.Declined):
         raise Unavailable(built.reason)
     if isinstance(built, loading.Broken):
         raise RuntimeError(built.reason)
-    workload.pin_framework_threads()
     native = getattr(importlib.import_module(impl.target.split(":", 1)[0]), "greedy_decode", None)
     if callable(native):
         made = factory_output(built)

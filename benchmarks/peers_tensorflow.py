@@ -14,16 +14,21 @@ Each builder takes (batch, steps) and returns a no-argument callable, or raises 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
 from . import workload as W
 from .backends import Unavailable
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices, before it loads
+
 
 @functools.lru_cache(maxsize=1)
 def _keras_hub():
-    W.pin_framework_threads()
+    import keras
+
+    W.pin_framework_threads()  # through the bridge, which loads once keras is imported
     try:
         import keras_hub
     except Exception as exc:  # not installed, or an install that does not load with this Keras

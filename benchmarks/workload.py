@@ -4,16 +4,16 @@ Model: d_model 256, 4 heads, FFN 1024, 2 encoder + 2 decoder layers, vocabularie
 float32, eval mode. Input: source length 32 (every position valid), greedy decoding of exactly
 `steps` tokens from BOS with no early stop, so every backend does the same work.
 
-Importing this module pins the thread count of every framework (BENCH_THREADS, default 2) before
-any of them is imported: the OpenMP / MKL / TensorFlow / MXNet pools read their environment
-variables once, at load.
+Importing this module sets the thread count (BENCH_THREADS, default 2) for the OpenMP and BLAS
+runtimes, which read it once, when a framework loads them; each framework's own pools are set by
+its bridge (`limit_threads` in conformance/bridges/<backend>_bridge.py), through
+`pin_framework_threads`: nothing here knows a framework.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import os
 import platform
-import sys
 import time
 
 import numpy as np
@@ -43,30 +43,19 @@ SEED = 0
 
 
 def _pin_environment(n: int) -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MXNET_OMP_MAX_THREADS",
-                "TF_NUM_INTRAOP_THREADS"):
+    # Standard variables of the OpenMP and BLAS runtimes, read when a framework first loads one
+    # (torch's and MXNet's OpenMP among them): set before any framework is imported.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    # One inter-op thread: a greedy loop has no independent ops to overlap, only contention to add.
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    os.environ["MXNET_CPU_WORKER_NTHREADS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # peers are built from configs, never downloaded
 
 
 def pin_framework_threads(n: int = THREADS) -> None:
-    """Apply the thread count through the APIs of frameworks already imported (idempotent)."""
-    if "torch" in sys.modules:
-        import torch
+    """n threads for every framework imported so far, through its bridge (conformance.bridges);
+    call it after importing a framework and before running anything on it (idempotent)."""
+    from conformance import bridges
 
-        torch.set_num_threads(n)
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        try:  # only possible before TensorFlow's runtime starts; the environment covers the rest
-            tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass
+    bridges.limit_threads(n)
 
 
 _pin_environment(THREADS)

@@ -5,6 +5,8 @@ too (tf_keras_bridge.py). Both keep their weights as TensorFlow variables.
 """
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -25,11 +27,15 @@ def seed(n: int) -> None:
 
 
 def limit_threads(n: int) -> None:
+    """n intra-op threads and one inter-op thread: a decode step is a chain of small ops with nothing
+    to overlap, so a second inter-op thread would only contend for the same cores."""
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TensorFlow fixes its thread pools when it first runs an op; too late then
-        pass
+        warnings.warn(f"TensorFlow ran an op before its threads could be limited to {n}: it keeps "
+                      f"{tf.config.threading.get_intra_op_parallelism_threads() or 'its default'} intra-op threads",
+                      RuntimeWarning, stacklevel=2)
 
 
 def wrap(model, spec):
