@@ -52,6 +52,30 @@ def test_a_device_the_backend_cannot_see_is_unavailable_not_an_error(backend):
         pytest.skip(f"{backend} sees a GPU here")
 
 
+THREADS_SEEN = """
+import sys
+from benchmarks import workload
+from benchmarks.backends import subject
+subject(sys.argv[1], "gru", "cpu").greedy(*workload.source(1), 4)
+if sys.argv[1] == "torch":
+    import torch
+    print(torch.get_num_threads())
+else:
+    import tensorflow as tf
+    print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())
+"""
+
+
+@pytest.mark.parametrize("backend, expected", [("torch", "1"), ("tensorflow", "1 1")])
+def test_a_benchmark_process_runs_the_threads_it_asks_for(backend, expected):
+    """BENCH_THREADS reaches each framework through its bridge (TensorFlow: one inter-op thread too)."""
+    pytest.importorskip(backend)
+    run = subprocess.run([sys.executable, "-c", THREADS_SEEN, backend], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, BENCH_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split("\n")[-2] == expected, run.stdout
+
+
 def test_unknown_backend_is_unavailable():
     with pytest.raises(Unavailable, match="unknown backend"):
         subject("jax", "gru", "cpu")
