@@ -12,19 +12,24 @@ its bridge (`limit_threads` in conformance/bridges/<backend>_bridge.py), through
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import time
 
 import numpy as np
 
+from conformance.loading import BUILTIN
+from conformance.spec import FAMILIES  # noqa: F401  (the benchmarks' grid: every family)
+
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 # BENCH_TIMER=process: CPU seconds of this process instead of wall seconds. With BENCH_THREADS=1 on
 # shared cores it leaves out the time the scheduler gave to other processes (see compare.py).
 TIMER = time.process_time if os.environ.get("BENCH_TIMER") == "process" else time.perf_counter
 
-BACKENDS = ("torch", "tensorflow", "mxnet")
-FAMILIES = ("rnn", "gru", "lstm", "bahdanau", "transformer", "mixed")
+# Our references that run on a framework, through its bridge (device glue, conformance.bridges), by
+# the names --impl knows them by; the NumPy specification runs on none.
+BACKENDS = tuple(b for b in BUILTIN if importlib.util.find_spec(f"conformance.bridges.{b}_bridge"))
 BATCHES = (1, 32)
 DEVICES = ("cpu", "cuda")
 DECODE_LENGTHS = (32, 64, 128, 256)
