@@ -43,7 +43,7 @@ def build(backend, family, mode, peer, batch, steps):
 
 
 @pytest.mark.parametrize("batch", W.BATCHES, ids=lambda b: f"B{b}")
-@pytest.mark.parametrize("backend, family, mode, peer", cases())
+@pytest.mark.parametrize("backend, family, mode, peer", list(cases()))
 def test_decode(benchmark, steps, backend, family, mode, peer, batch):
     try:
         decode = build(backend, family, mode, peer, batch, steps)
