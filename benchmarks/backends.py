@@ -34,6 +34,14 @@ class Unavailable(NotImplementedError):
     """This backend / family / device / function cannot be benchmarked here; the message says why."""
 
 
+def check_root(path, what: str) -> None:
+    """The gate (compare) sets BENCH_IMPLS_ROOT to the worktree of the commit under test: time its code or
+    nothing (an editable install elsewhere would make both commits one code)."""
+    root = os.environ.get("BENCH_IMPLS_ROOT")
+    if root and not (path and pathlib.Path(path).resolve().is_relative_to(pathlib.Path(root).resolve())):
+        raise RuntimeError(f"{what} comes from {path}, not from {root}")
+
+
 # --- the subject of a benchmark --------------------------------------------------------------------
 
 class Subject:
@@ -78,9 +86,7 @@ def subject(backend: str, family: str, device: str) -> Subject:
         package = importlib.import_module(f"impls.{backend}")
     except Exception as exc:  # a framework that is not installed, or fails to load here
         raise Unavailable(f"impls.{backend} cannot be imported: {exc!r}") from exc
-    root = os.environ.get("BENCH_IMPLS_ROOT")  # set by compare.py: time that commit's code or nothing
-    if root and not pathlib.Path(package.__file__).resolve().is_relative_to(pathlib.Path(root).resolve()):
-        raise RuntimeError(f"impls.{backend} comes from {package.__file__}, not from {root}")
+    check_root(package.__file__, f"impls.{backend}")
     workload.pin_framework_threads()
     # Device checks, placement and synchronisation are the framework's bridge's (conformance.bridges).
     bridge = for_backend(backend)

@@ -1,22 +1,28 @@
-"""Benchmark the merge base and HEAD with asv in this environment; exit 1 on a regression.
+"""Time greedy decoding at the merge base and at HEAD, in turn; exit 1 when HEAD is slower.
 
-    python benchmarks/compare.py                                   # merge-base(origin/main or main, HEAD) vs HEAD
-    python benchmarks/compare.py --base REV --head REV --factor 1.2 --rounds 3 --bench REGEX
+    python -m conformance_benchmarks.compare --impl=mypkg.models:make_model   # in your repository, suite installed
+    python -m benchmarks.compare --impl=mypkg.models:make_model               # the same from a checkout of the suite
+    python -m benchmarks.compare                                              # this repository: our references
+    ... [--base REV] [--head REV] [--family gru,transformer] [--batch 1,32] [--path src] [--factor F] [--json PATH]
 
-asv cannot build per-commit environments here (torch 2.13.0+cpu, TensorFlow and MXNet are GBs
-installed in a fixed order), and `asv continuous` refuses an existing environment. So each commit
-is checked out into a temporary git worktree and measured in the current interpreter with
-`asv run --python=same --set-commit-hash=SHA`, PYTHONPATH pointing at that worktree so `impls` and
-`conformance` come from the commit under test. The benchmark code is HEAD's for both sides, so asv
-compares like with like. Rounds alternate the order (base, head, head, base, ...) and append their
-samples, so load drifting on shared cores falls on both sides. `asv compare --factor F` marks a
-benchmark worse only when it is slower by more than F and the two sample sets differ statistically;
-any such row, or a benchmark that fails at HEAD only, exits 1.
+Run in your repository with `--impl`, it times your factory at the merge base of origin/main (or
+main, origin/master, master) and at HEAD of *that* repository: the interface loop
+(conformance.decoding.greedy_tokens: encoder, init_state, one Decoder.forward per token) and, where
+the factory's module exports `greedy_decode`, your native loop; 128 tokens, batch 1 and 32, cpu,
+every family (a declined one is skipped, saying why). `--path` is where your modules are imported
+from inside the repository (`src` for a src layout; default the top level). Without `--impl`, in a
+checkout of this suite, it times our references that have a loop of their own (impls/<backend>
+with greedy_decode) in gru and transformer.
 
-Defaults come from measured noise on our 2 shared cores: one thread and
-CPU-time clocks (BENCH_THREADS=1, BENCH_TIMER=process) because two OpenMP threads on cores other
-jobs also use lose whole scheduler slices at every barrier; factor 1.2, above the worst
-same-vs-same ratio we measured and below the 1.3 slowdown we must catch (docs/benchmarks.md).
+Each commit is checked out into a temporary git worktree; for each case, two processes, one per
+commit, import the code under test from their worktree first (and refuse it from anywhere else),
+build the model once and time one decode at a time, called in turn (benchmarks/paired.py): one
+thread, CPU-time clocks (BENCH_THREADS=1, BENCH_TIMER=process). A case is slower when the median
+over pairs of head / base exceeds --factor and a sign test says the pairs lean that way
+(p < 0.01). Exit 1: a case is slower, or fails at head only; exit 2: the gate could not measure
+(nothing compared, code imported from outside the worktree), which must not pass either; exit 0
+otherwise. Defaults (factor, pairs, seconds per case) come from measured noise on 2 shared cores:
+see docs/benchmarks.md, and `regression_selftest` to measure your own machine.
 """
 from __future__ import annotations
 
@@ -24,117 +30,206 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_BENCH = r"GreedyDecode\.time_greedy_decode\('{backends}', '(gru|transformer)', (1|32), 'cpu', 128\)"
-BACKENDS = ("torch", "tensorflow", "mxnet")
+from conformance.loading import BUILTIN  # our references
+from conformance.spec import FAMILIES
+
+from .paired import Case, measure
+
+PACKAGE = pathlib.Path(__file__).resolve().parent  # benchmarks/ in a checkout, conformance_benchmarks installed
+SUITE = PACKAGE.parent  # the suite's checkout, when there is one
+BASE_REFS = ("origin/main", "main", "origin/master", "master")
+REFERENCE_FAMILIES = "gru,transformer"
+DEFAULT_FACTOR = 1.08
+MIN_PAIRS, MAX_PAIRS, SECONDS = 20, 100, 15.0  # per case: at least MIN_PAIRS, then up to SECONDS of decoding
 
 
-def git(*args, cwd=ROOT):
+def git(*args, cwd):
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def default_base():
-    for ref in ("origin/main", "main"):
-        if subprocess.run(["git", "rev-parse", "--verify", "-q", ref], cwd=ROOT, capture_output=True).returncode == 0:
+def default_base(repo):
+    for ref in BASE_REFS:
+        if subprocess.run(["git", "rev-parse", "--verify", "-q", ref], cwd=repo, capture_output=True).returncode == 0:
             return ref
-    raise SystemExit("no origin/main or main: pass --base")
+    raise SystemExit(f"none of {', '.join(BASE_REFS)} exists here: pass --base")
 
 
-def check_imports_from(tree, env):
-    """PYTHONPATH must win over the editable install of the main checkout, or both sides are one code."""
-    where = subprocess.run([sys.executable, "-c", "import impls; print(impls.__file__)"], env=env, cwd=tree,
-                           capture_output=True, text=True, check=True).stdout.strip()
-    if not pathlib.Path(where).resolve().is_relative_to(tree.resolve()):
-        raise SystemExit(f"impls imports from {where}, not from the worktree {tree}")
+PROBE = """
+import importlib, json, sys
+found = {}
+for target in sys.argv[1:]:
+    name = target.split(':', 1)[0]
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # missing (this module or a parent) or failing to import
+        missing = isinstance(exc, ModuleNotFoundError) and name.startswith(str(exc.name))
+        found[target] = dict(file=None, native=False, error='' if missing else f'{type(exc).__name__}: {exc}')
+        continue
+    found[target] = dict(file=getattr(module, '__file__', None), native=callable(getattr(module, 'greedy_decode', None)),
+                         error='')
+print(json.dumps(found))
+"""
 
 
-def decoding_backends(tree, env):
-    """Backends whose impl package at this tree defines greedy_decode (others would only skip)."""
-    found = []
-    for backend in BACKENDS:
-        probe = f"import impls.{backend} as p, sys; sys.exit(0 if hasattr(p, 'greedy_decode') else 1)"
-        if subprocess.run([sys.executable, "-c", probe], env=env, cwd=tree, capture_output=True).returncode == 0:
-            found.append(backend)
-    return found
+def probe(targets, env, cwd) -> dict:
+    """{module:factory: {file, native}} as a side's process imports them (its env, a neutral cwd)."""
+    run = subprocess.run([sys.executable, "-c", PROBE, *targets], env=env, cwd=cwd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"importing {', '.join(targets)} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.splitlines()[-1])
 
 
-def asv(config, *args, env=None, check=True):
-    cmd = [sys.executable, "-m", "asv", *args, "--config", str(config)]
-    print("$", " ".join(cmd[2:]), flush=True)
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        print(result.stdout, result.stderr, sep="\n")
-        raise SystemExit(f"asv {args[0]} failed ({result.returncode})")
-    return result.stdout
+def inside(path, tree) -> bool:
+    return path is not None and pathlib.Path(path).resolve().is_relative_to(tree.resolve())
 
 
-def regressions(table: str) -> list[str]:
-    """Rows of `asv compare --only-changed` marked worse ('+') or newly failing ('!')."""
-    return [line for line in table.splitlines() if re.match(r"^\|\s*[+!]\s*\|", line)]
+def checkout_name(target: str) -> str:
+    """A built-in name's module:factory as this checkout spells it: impls/ installs as conformance_impls."""
+    return target.replace("conformance_impls.", "impls.", 1)
+
+
+def split(values) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def cases_to_time(names, trees, envs, cwd, families, batches, steps) -> list[Case]:
+    """Each factory's module must come from each commit's worktree, or both sides would time one code.
+    A module missing at base is new: nothing to compare it with. Native loops where head has one."""
+    if any(":" not in name for name in names):
+        raise SystemExit(f"--impl names a module:factory of the repository, not {', '.join(names)}: "
+                         "the suite's own references are not part of your history")
+    found = {sha: probe(names, envs[sha], cwd) for sha in trees}
+    base, head = trees
+    cases = []
+    for name in names:
+        for sha, tree in trees.items():
+            where = found[sha][name]["file"]
+            if where is not None and not inside(where, tree):
+                raise SystemExit(f"{name} imports from {where}, not from the worktree {tree}: "
+                                 "is it installed elsewhere? pass --path (e.g. --path src)")
+        if found[head][name]["file"] is None:
+            raise SystemExit(f"{name} at head {head[:12]}: {found[head][name]['error'] or 'no such module'}")
+        if found[base][name]["file"] is None:
+            print(f"{name} at base {base[:12]}: {found[base][name]['error'] or 'no such module'}; nothing to compare with.")
+            continue
+        loops = ("interface", "native") if found[head][name]["native"] else ("interface",)
+        cases += [Case(name, family, batch, loop, steps) for family in families for batch in batches for loop in loops]
+    return cases
+
+
+def report(results, factor) -> str:
+    lines = ["| case | base | head | head / base | pairs | p (slower) | verdict |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        if r.status == "compared":
+            verdict = "SLOWER" if r.slower(factor) else "ok"
+            lines.append(f"| {r.case} | {median_ms(r.base)} | {median_ms(r.head)} | {r.ratio:.3f} | {len(r.base)} | "
+                         f"{r.p_slower:.1g} | {verdict} |")
+        else:
+            lines.append(f"| {r.case} | | | | | | {'FAILED AT HEAD' if r.slower(factor) else r.status}: "
+                         f"{' '.join(r.reason.split())[:300]} |")
+    return "\n".join(lines)
+
+
+def median_ms(seconds) -> str:
+    return f"{sorted(seconds)[len(seconds) // 2] * 1e3:.1f} ms"
 
 
 def main(argv=None):
+    """0: no case slower; 1: a case slower (or failing at head only); 2: the gate could not measure."""
+    try:
+        return gate(argv)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # our own SystemExit(message), not argparse's exit status
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+
+
+def gate(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", help="base revision; default: merge base of origin/main (or main) and --head")
+    parser.add_argument("--impl", action="append", default=[],
+                        help="module:factory of the repository the command runs in (comma-separated, repeatable)")
+    parser.add_argument("--path", default=".", help="where --impl modules are imported from, inside the repository")
+    parser.add_argument("--family", help=f"families (default: all with --impl, {REFERENCE_FAMILIES} for our references)")
+    parser.add_argument("--batch", default="1,32", help="batch sizes (default 1,32)")
+    parser.add_argument("--steps", type=int, default=128, help="tokens per decode (default 128)")
+    parser.add_argument("--base", help="base revision; default: merge base of origin/main (or main, ...) and --head")
     parser.add_argument("--head", default="HEAD")
-    parser.add_argument("--factor", type=float, default=1.2, help="slower by more than this counts (default 1.2)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating asv runs per commit (default 3)")
-    parser.add_argument("--bench", help="asv --bench regex; default: GreedyDecode at 128 steps, gru and "
-                                         "transformer, batch 1 and 32, cpu, every backend with greedy_decode")
+    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
+                        help=f"slower by more than this counts (default {DEFAULT_FACTOR})")
+    parser.add_argument("--pairs", type=int, default=MIN_PAIRS, help=f"pairs per case, at least (default {MIN_PAIRS})")
+    parser.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help=f"pairs per case, at most (default {MAX_PAIRS})")
+    parser.add_argument("--seconds", type=float, default=SECONDS,
+                        help=f"decoding per case after --pairs, both sides together (default {SECONDS:g})")
     parser.add_argument("--threads", default="1", help="BENCH_THREADS for the runs (default 1)")
     parser.add_argument("--timer", default="process", choices=["process", "wall"], help="BENCH_TIMER (default process)")
-    parser.add_argument("--results-dir", help="keep asv results here (default: a temporary directory)")
+    parser.add_argument("--json", help="write every case's samples and verdict here")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the worktrees
 
-    head = git("rev-parse", args.head)
-    base = git("rev-parse", args.base) if args.base else git("merge-base", default_base(), head)
+    names = split(args.impl)
+    if names:
+        repo = pathlib.Path(git("rev-parse", "--show-toplevel", cwd=os.getcwd()))
+    elif (SUITE / "impls").is_dir():
+        repo = SUITE
+    else:
+        raise SystemExit("--impl=module:factory names what to time (our references need a checkout of the suite)")
+    head = git("rev-parse", args.head, cwd=repo)
+    base = git("rev-parse", args.base, cwd=repo) if args.base else git("merge-base", default_base(repo), head, cwd=repo)
+    families = split([args.family or (",".join(FAMILIES) if names else REFERENCE_FAMILIES)])
+    batches = [int(b) for b in split([args.batch])]
+    if base == head:
+        print(f"base and head are one commit ({head[:12]}): nothing to compare.")
+        return 0
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-compare-"))
     trees = {}
     try:
-        for sha in dict.fromkeys((base, head)):
-            trees[sha] = work / sha[:12]
-            git("worktree", "add", "--detach", str(trees[sha]), sha)
-        results = pathlib.Path(args.results_dir).resolve() if args.results_dir else work / "results"
-        config = work / "asv.conf.json"
-        config.write_text(json.dumps(dict(
-            version=1, project="seq2seq-conformance", repo=str(ROOT), branches=["main"], dvcs="git",
-            environment_type="existing", pythons=["same"], launch_method="spawn",
-            benchmark_dir=str(trees[head] / "benchmarks"), results_dir=str(results), html_dir=str(work / "html"),
-            env_dir=str(work / "env"),
-        )))
+        for side, sha in (("base", base), ("head", head)):
+            trees[sha] = work / side
+            git("worktree", "add", "--detach", str(trees[sha]), sha, cwd=repo)
         envs = {}
         for sha, tree in trees.items():
-            envs[sha] = dict(os.environ, PYTHONPATH=str(tree), ASV_PYTHONPATH=str(tree), BENCH_IMPLS_ROOT=str(tree),
-                             BENCH_THREADS=args.threads, BENCH_TIMER=args.timer)
-            check_imports_from(tree, envs[sha])
-        bench = args.bench or DEFAULT_BENCH.format(backends="|".join(decoding_backends(trees[head], envs[head])) or "none")
-        print(f"base {base[:12]}  head {head[:12]}  factor {args.factor}  rounds {args.rounds}  "
-              f"threads {args.threads}  timer {args.timer}\nbench {bench}", flush=True)
-        asv(config, "machine", "--yes")
-        for r in range(args.rounds):
-            order = (base, head) if r % 2 == 0 else (head, base)
-            for sha in dict.fromkeys(order):
-                asv(config, "run", "--python=same", f"--set-commit-hash={sha}", "--bench", bench,
-                    "--append-samples", "--record-samples", env=envs[sha])
-        table = asv(config, "compare", "--split", "--factor", str(args.factor), base, head)
-        print("\n".join(line for line in table.splitlines() if line.count(" n/a ") < 2))  # drop unrun combinations
-        worse = regressions(asv(config, "compare", "--only-changed", "--factor", str(args.factor), base, head))
+            path = os.pathsep.join([str(tree / args.path), *filter(None, [os.environ.get("PYTHONPATH")])])
+            envs[sha] = dict(os.environ, PYTHONPATH=path, BENCH_IMPLS_ROOT=str(tree), BENCH_THREADS=args.threads,
+                             BENCH_TIMER=args.timer)
+        if not names:  # our references with a loop of their own, whose framework is installed here
+            names = [checkout_name(target) for target in BUILTIN.values()]
+            names = [n for n, seen in probe(names, envs[head], work).items() if seen["native"]]
+        cases = cases_to_time(names, trees, envs, work, families, batches, args.steps)
+        print(f"repository {repo}\nbase {base[:12]}  head {head[:12]}  factor {args.factor}  "
+              f"pairs {args.pairs}-{args.max_pairs} ({args.seconds:g} s)  threads {args.threads}  timer {args.timer}",
+              flush=True)
+        results = []
+        for case in cases:
+            results.append(measure(case, {"base": envs[base], "head": envs[head]}, work,
+                                   args.pairs, args.max_pairs, args.seconds))
+            print(report(results[-1:], args.factor).splitlines()[-1], flush=True)
     finally:
         for tree in trees.values():
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    if worse:
-        print(f"PERFORMANCE DECREASED by more than a factor {args.factor}:", *worse, sep="\n")
+    print("\n" + report(results, args.factor))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(dict(
+            repository=str(repo), base=base, head=head, factor=args.factor,
+            cases=[dict(case=str(r.case), status=r.status, reason=r.reason, base=r.base, head=r.head,
+                        ratio=r.ratio if r.base else None, p_slower=r.p_slower if r.base else None,
+                        slower=r.slower(args.factor)) for r in results]), indent=1))
+    slower = [r for r in results if r.slower(args.factor)]
+    compared = [r for r in results if r.status == "compared"]
+    if slower:
+        print(f"\nSLOWER by more than a factor {args.factor}: " + "; ".join(str(r.case) for r in slower))
         return 1
-    print(f"No benchmark slower by more than a factor {args.factor}.")
+    if not compared and cases:
+        print("\nNothing was measured at both commits: see the failures above (exit 2).")
+        return 2
+    print(f"\nNo case slower by more than a factor {args.factor} ({len(compared)} compared).")
     return 0
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import importlib
 import os
+import sys
 from typing import Callable
 
 import numpy as np
@@ -29,7 +30,7 @@ from conformance.decoding import greedy_tokens
 from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
 
 from . import workload
-from .backends import Unavailable
+from .backends import Unavailable, check_root
 
 LOOPS = ("interface", "native")
 DEFAULT_IMPLS = tuple(loading.BUILTIN)  # asv without BENCH_IMPLS: our references
@@ -63,6 +64,8 @@ def impl_subject(name: str, family: str, device: str) -> ImplSubject:
         # Placement of a model we did not build goes through the bridges (issue 11, not done yet).
         raise Unavailable(f"{name} on {device}: only cpu is supported for --impl implementations so far")
     impl = loading.resolve(name)
+    if not impl.error:
+        check_root(sys.modules[impl.target.split(":", 1)[0]].__file__, impl.target)
     workload.pin_framework_threads()  # the factory's module has imported its framework; nothing ran on it yet
     built = loading.build(impl, workload.spec(family))
     if isinstance(built, loading.Declined):

@@ -24,7 +24,7 @@ from conformance.spec import FAMILIES  # noqa: F401  (the benchmarks' grid: ever
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 # BENCH_TIMER=process: CPU seconds of this process instead of wall seconds. With BENCH_THREADS=1 on
-# shared cores it leaves out the time the scheduler gave to other processes (see compare.py).
+# shared cores it leaves out the time the scheduler gave to other processes (see compare).
 TIMER = time.process_time if os.environ.get("BENCH_TIMER") == "process" else time.perf_counter
 
 # Our references that run on a framework, through its bridge (device glue, conformance.bridges), by

@@ -6,14 +6,13 @@ import re
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from benchmarks import compare, plot
+from benchmarks import compare, paired, plot, regression_selftest
 from benchmarks.backends import Unavailable, subject
 
-ROOT = compare.ROOT
+ROOT = compare.SUITE
 
 
 def outside_xdist(**changes) -> dict:
@@ -81,19 +80,26 @@ def test_unknown_backend_is_unavailable():
         subject("jax", "gru", "cpu")
 
 
-ASV_COMPARE = textwrap.dedent("""\
-    | Change   | Before [aaaa]   | After [bbbb]   |   Ratio | Benchmark (Parameter)                       |
-    |----------|-----------------|----------------|---------|---------------------------------------------|
-    | +        | 21.1±1ms        | 27.9±0.7ms     |    1.33 | bench_decode.GreedyDecode.time_greedy_decode('torch', 'gru', 1, 'cpu', 128) |
-    | -        | 165±6ms         | 120±10ms       |    0.73 | bench_decode.GreedyDecode.time_greedy_decode('torch', 'gru', 32, 'cpu', 128) |
-    |          | 38.4±2ms        | 39.3±3ms       |    1.02 | bench_decode.GreedyDecode.time_greedy_decode('torch', 'transformer', 1, 'cpu', 128) |
-    | !        | 341±20ms        | failed         |     n/a | bench_decode.GreedyDecode.time_greedy_decode('torch', 'transformer', 32, 'cpu', 128) |
-""")
+CASE = paired.Case("mypkg.models:make_model", "gru", 1, "interface", 128)
 
 
-def test_compare_fails_on_slower_and_newly_failing_rows_only():
-    worse = compare.regressions(ASV_COMPARE)
-    assert len(worse) == 2 and "'gru', 1, 'cpu'" in worse[0] and "'transformer', 32, 'cpu'" in worse[1], worse
+@pytest.mark.parametrize("status, head, slower", [
+    ("compared", [1.15] * 30, True),  # 15% slower in every pair
+    ("compared", [1.05] * 30, False),  # slower, but within the factor
+    ("compared", [1.3] * 14 + [0.99] * 16, False),  # most pairs are not slower: the median pair is 0.99
+    ("compared", [1.2] * 5, False),  # past the factor, but five pairs cannot show it (p = 1/32)
+    ("failed at head", [], True),  # as asv's newly failing benchmark
+    ("failed at base", [], False),
+    ("skipped", [], False),
+])
+def test_a_case_is_slower_past_the_factor_when_its_pairs_lean_that_way(status, head, slower):
+    result = paired.Result(CASE, status, base=[1.0] * len(head), head=head)
+    assert result.slower(factor=1.08) is slower
+
+
+def test_the_sign_test_counts_pairs_above_one():
+    assert paired.sign_test([1.1] * 10) == 1 / 1024
+    assert paired.sign_test([1.1, 0.9]) == 3 / 4 and paired.sign_test([1.0, 1.0]) == 1.0  # ties say nothing
 
 
 def run_fixture():
@@ -172,3 +178,25 @@ def test_asv_times_any_impl_named_in_bench_impls():
                        run.stdout)
     assert figure, run.stdout[-3000:]
     assert f"{TIED} offers no native loop" in run.stdout
+
+
+def test_the_gate_in_a_users_repository_passes_an_unchanged_commit_and_fails_a_15pc_slower_one(tmp_path):
+    """`python -m benchmarks.compare --impl=usermodel:make_model`, run inside a git repository that is not
+    ours, times *its* factory (the model from tests/ above) at the base and at each commit through the
+    interface loop: a comment-only commit passes, one whose decoder does 15% more work fails. gru at
+    batch 1 keeps it to about a minute; the five same-vs-same runs that set the factor are
+    regression_selftest's (docs/benchmarks.md)."""
+    pytest.importorskip("torch")
+    repo = tmp_path / "repo"
+    base, unchanged, slowed = regression_selftest.user_repository(repo, TIED, slowdown=0.15)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # the suite, and the model from tests/ that usermodel.py wraps
+    for head, expected in ((unchanged, 0), (slowed, 1)):
+        run = subprocess.run(
+            [sys.executable, "-m", "benchmarks.compare", "--impl=usermodel:make_model", f"--base={base}",
+             f"--head={head}", "--family=gru", "--batch=1", f"--json={tmp_path / 'gate.json'}"],
+            cwd=repo, capture_output=True, text=True, env=env)
+        assert run.returncode == expected, run.stdout[-4000:] + run.stderr[-3000:]
+        assert f"repository {repo}" in run.stdout
+        (case,) = json.loads((tmp_path / "gate.json").read_text())["cases"]
+        assert case["case"] == "usermodel:make_model gru B1 interface 128" and case["status"] == "compared"
+        assert case["slower"] is bool(expected) and len(case["base"]) >= compare.MIN_PAIRS

@@ -43,3 +43,8 @@ def test_wheel_in_a_fresh_environment_validates_a_model_from_a_scratch_directory
     assert len(report["matrix"]) == 2 * 26
     assert [i["target"] for i in report["implementations"]] == ["mymodels:make_model", "conformance_impls.torch:factory"]
     assert (scratch / "report.html").exists(), "the HTML template ships in the wheel"
+
+    # The decode-speed gate ships too, as conformance_benchmarks (asv, in the [bench] extra, is not
+    # needed to read its options): a user's CI runs it from the wheel (docs/ci.md).
+    gate = run(venv / "bin" / "python", "-m", "conformance_benchmarks.compare", "--help", cwd=scratch)
+    assert gate.returncode == 0 and "--impl" in gate.stdout, gate.stdout + gate.stderr
