@@ -216,6 +216,7 @@ def gate(argv):
         shutil.rmtree(work, ignore_errors=True)
     print("\n" + report(results, args.factor))
     if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(args.json).write_text(json.dumps(dict(
             repository=str(repo), base=base, head=head, factor=args.factor,
             cases=[dict(case=str(r.case), status=r.status, reason=r.reason, base=r.base, head=r.head,
