@@ -8,7 +8,6 @@ this answers "and in float32?".
 from __future__ import annotations
 
 import argparse
-import itertools
 import pathlib
 import sys
 import tempfile
@@ -16,9 +15,9 @@ import tempfile
 import numpy as np
 
 from . import bridges, canonical, loading
-from .assertions import relative_error
 from .harness import CheckedModel
 from .inputs import CASES, random_batch
+from .report import ImplInfo, Report
 from .spec import FAMILIES, ModelSpec
 
 
@@ -42,21 +41,27 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     bridges.limit_threads(1)
     impls = [loading.resolve(name) for name in args.impl.split(",")]
-    families = args.family.split(",")
+    report = Report(args.seed)  # its difference matrix is the conformance run's
+    report.impls = {impl.name: ImplInfo(impl.name, impl.target) for impl in impls}
     folder = pathlib.Path(tempfile.mkdtemp(prefix="conformance-agreement-"))
-    table: dict[tuple[str, str], list[str]] = {}
-    for family in families:
+    unusable = []
+    for family in args.family.split(","):
         path = folder / f"{family}.safetensors"
         canonical.save(path, canonical.random_weights(ModelSpec(family), seed=args.seed))
-        logits = {impl.name: logits_per_case(impl, family, args.dtype, str(path)) for impl in impls}
-        for a, b in itertools.combinations(logits, 2):
-            unusable = next((f"{n}: {v}" for n, v in ((a, logits[a]), (b, logits[b])) if isinstance(v, str)), None)
-            cell = unusable or f"{max(relative_error(x, y)[0] for x, y in zip(logits[a], logits[b])):.1e}"
-            table.setdefault((a, b), []).append(cell)
-    print(f"| pair ({args.dtype}) | " + " | ".join(families) + " |")
-    print("|---" * (len(families) + 1) + "|")
-    for (a, b), cells in table.items():
-        print(f"| {a} vs {b} | " + " | ".join(cells) + " |")
+        for impl in impls:
+            logits = logits_per_case(impl, family, args.dtype, str(path))
+            if isinstance(logits, str):
+                unusable.append(f"{impl.name}, {family}: {logits}")
+                continue
+            for case, case_logits in zip(CASES, logits):
+                report.add_logits(family, str(case), impl.name, args.dtype, case_logits)
+    header, rows = report.render_differences()
+    print("| " + " | ".join(header) + " |")
+    print("|---" * len(header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    for line in unusable:
+        print(f"not compared: {line}")
     return 0
 
 
