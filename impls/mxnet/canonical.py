@@ -22,9 +22,10 @@ import numpy as np
 
 from conformance.compat import import_mxnet
 
+from .. import unfused
+
 mx = import_mxnet()
 
-FUSED = {"W_qkv": ("W_q", "W_k", "W_v"), "W_kv": ("W_k", "W_v")}
 RENAMES = (  # (pattern, replacement) on a block-tree path, in order
     (r"^decoder\.step\.", "decoder."),  # AttentionStep holds the Bahdanau decoder's attention and GRU
     (r"\.rnn\.cells\.(\d+)\.i2h\.(weight|bias)$", r".rnn.\1.\2_ih"),
@@ -44,12 +45,6 @@ def canonical_name(path: str) -> str:
     return path
 
 
-def canonical_names(path: str) -> list[str]:
-    """The canonical names a parameter stacks, in row order: several for a fused projection."""
-    prefix, projection, kind = canonical_name(path).rsplit(".", 2)
-    return [f"{prefix}.{part}.{kind}" for part in FUSED.get(projection, (projection,))]
-
-
 def parameters(model) -> dict:
     """{block-tree path: Parameter}, each parameter once (the first path that reaches it)."""
     found, seen = {}, set()
@@ -67,7 +62,7 @@ def load_canonical(model, weights: dict[str, np.ndarray]) -> None:
     weights, values = dict(weights), {}
     missing = []
     for path, param in parameters(model).items():
-        names = canonical_names(path)
+        names = unfused(canonical_name(path))
         if any(name not in weights for name in names):
             missing.append(f"{path} (as {', '.join(names)})")
             continue
@@ -89,6 +84,6 @@ def export_canonical(model) -> dict[str, np.ndarray]:
     """The model's weights under their canonical names, in the model's dtype."""
     weights = {}
     for path, param in parameters(model).items():
-        names = canonical_names(path)
+        names = unfused(canonical_name(path))
         weights |= zip(names, np.split(param.data().asnumpy(), len(names)))
     return weights

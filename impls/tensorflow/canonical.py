@@ -28,7 +28,8 @@ from typing import Callable
 import keras
 import numpy as np
 
-FUSED = {"W_qkv": ("W_q", "W_k", "W_v"), "W_kv": ("W_k", "W_v")}  # output blocks of a fused Dense, in order
+from .. import FUSED_PROJECTIONS  # output blocks of a fused Dense, in order
+
 GRU_GATES = [1, 0, 2]  # Keras' z, r, h blocks from the canonical r, z, n ones, and back (its own inverse)
 LEAVES = (keras.layers.Embedding, keras.layers.Dense, keras.layers.LayerNormalization,
           keras.layers.SimpleRNNCell, keras.layers.GRUCell, keras.layers.LSTMCell)
@@ -101,7 +102,7 @@ def slots(layer, path: str) -> list[Slot]:
         return [Slot(layer.gamma, [f"{prefix}.weight"], *identity), Slot(layer.beta, [f"{prefix}.bias"], *identity)]
     if isinstance(layer, keras.layers.Dense):
         parent, _, own = prefix.rpartition(".")
-        bases = [f"{parent}.{part}" for part in FUSED[own]] if own in FUSED else [prefix]
+        bases = [f"{parent}.{part}" for part in FUSED_PROJECTIONS[own]] if own in FUSED_PROJECTIONS else [prefix]
         kernel = Slot(layer.kernel, [f"{b}.weight" for b in bases], *transposed_blocks(len(bases)))
         if not layer.use_bias:
             return [kernel]

@@ -9,7 +9,8 @@ import re
 import numpy as np
 import torch
 
-FUSED = {"W_qkv": ("W_q", "W_k", "W_v"), "W_kv": ("W_k", "W_v")}
+from .. import unfused
+
 
 
 def canonical_name(key: str) -> str:
@@ -19,19 +20,11 @@ def canonical_name(key: str) -> str:
     return key.replace(".ffn.0.", ".ffn.dense1.").replace(".ffn.2.", ".ffn.dense2.")
 
 
-def split_fused(key: str):
-    """The canonical names a fused PyTorch parameter stacks, in row order; None for the others."""
-    prefix, projection, kind = canonical_name(key).rsplit(".", 2)
-    if projection not in FUSED:
-        return None
-    return [f"{prefix}.{part}.{kind}" for part in FUSED[projection]]
-
-
 def load_canonical(model: torch.nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Copy canonical `weights` into `model`: every parameter is covered and none is left over."""
     weights, state = dict(weights), {}
     for key, value in model.state_dict().items():
-        names = split_fused(key) or [canonical_name(key)]
+        names = unfused(canonical_name(key))
         rows = np.concatenate([weights.pop(name) for name in names])
         state[key] = torch.as_tensor(rows, dtype=value.dtype).reshape(value.shape)
     if weights:
@@ -42,6 +35,6 @@ def load_canonical(model: torch.nn.Module, weights: dict[str, np.ndarray]) -> No
 def export_canonical(model: torch.nn.Module) -> dict[str, np.ndarray]:
     weights = {}
     for key, value in model.state_dict().items():
-        names = split_fused(key) or [canonical_name(key)]
+        names = unfused(canonical_name(key))
         weights |= zip(names, np.split(value.detach().cpu().numpy(), len(names)))
     return weights
