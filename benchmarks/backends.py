@@ -23,7 +23,7 @@ import pathlib
 import numpy as np
 
 from conformance.bridges import for_backend
-from conformance.spec import Unsupported
+from conformance.spec import Unsupported, device_name
 
 from . import workload
 
@@ -80,6 +80,7 @@ class Subject:
 @functools.lru_cache(maxsize=None)
 def subject(backend: str, family: str, device: str) -> Subject:
     """Import, build and place the model once per process (asv re-runs setup between samples)."""
+    device = device_name(device)
     if backend not in workload.BACKENDS:
         raise Unavailable(f"unknown backend {backend!r}")
     try:
@@ -96,7 +97,7 @@ def subject(backend: str, family: str, device: str) -> Subject:
         raise Unavailable(str(exc)) from exc
     with scope():
         try:
-            model = package.make_model(workload.spec(family))
+            model = package.make_model(workload.spec(family, device))
         except Unsupported as exc:
             raise Unavailable(f"impls.{backend} declines {family}: {exc}") from exc
         model = bridge.place(model, device)

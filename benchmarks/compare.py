@@ -3,13 +3,14 @@
     python -m conformance_benchmarks.compare --impl=mypkg.models:make_model   # in your repository, suite installed
     python -m benchmarks.compare --impl=mypkg.models:make_model               # the same from a checkout of the suite
     python -m benchmarks.compare                                              # this repository: our references
-    ... [--base REV] [--head REV] [--family gru,transformer] [--batch 1,32] [--path src] [--factor F] [--json PATH]
+    ... [--base REV] [--head REV] [--family gru,transformer] [--batch 1,32] [--device cuda:0] [--path src]
+        [--factor F] [--timeout SECONDS] [--json PATH]
 
 Run in your repository with `--impl`, it times your factory at the merge base of origin/main (or
 main, origin/master, master) and at HEAD of *that* repository: the interface loop
 (conformance.decoding.greedy_tokens: encoder, init_state, one Decoder.forward per token) and, where
-the factory's module exports `greedy_decode`, your native loop; 128 tokens, batch 1 and 32, cpu,
-every family (a declined one is skipped, saying why). `--path` is where your modules are imported
+the factory's module exports `greedy_decode`, your native loop; 128 tokens, batch 1 and 32, on the cpu
+(or --device, which reaches the factory in its spec), every family (a declined one is skipped, saying why). `--path` is where your modules are imported
 from inside the repository (`src` for a src layout; default the top level). Without `--impl`, in a
 checkout of this suite, it times our references that have a loop of their own (impls/<backend>
 with greedy_decode) in gru and transformer.
@@ -17,12 +18,13 @@ with greedy_decode) in gru and transformer.
 Each commit is checked out into a temporary git worktree; for each case, two processes, one per
 commit, import the code under test from their worktree first (and refuse it from anywhere else),
 build the model once and time one decode at a time, called in turn (benchmarks/paired.py): one
-thread, CPU-time clocks (BENCH_THREADS=1, BENCH_TIMER=process). A case is slower when the median
-over pairs of head / base exceeds --factor and a sign test says the pairs lean that way
-(p < 0.01). Exit 1: a case is slower, or fails at head only; exit 2: the gate could not measure
-(nothing compared, code imported from outside the worktree), which must not pass either; exit 0
-otherwise. Defaults (factor, pairs, seconds per case) come from measured noise on 2 shared cores:
-see docs/benchmarks.md, and `regression_selftest` to measure your own machine.
+thread, CPU-time clocks (BENCH_THREADS=1, BENCH_TIMER=process; wall clocks on a GPU). A case is
+slower when the median over pairs of head / base exceeds --factor and a sign test says the pairs
+lean that way (p < 0.01). A side that takes longer than --timeout to build or to decode once is
+killed and fails. Exit 1: a case is slower, or fails or hangs at head only; exit 2: the gate could
+not measure (nothing compared, code imported from outside the worktree), which must not pass
+either; exit 0 otherwise. Defaults (factor, pairs, seconds per case) come from measured noise on 2
+shared cores: see docs/benchmarks.md, and `regression_selftest` to measure your own machine.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import sys
 import tempfile
 
 from conformance.loading import BUILTIN  # our references
-from conformance.spec import FAMILIES
+from conformance.spec import FAMILIES, device_name
 
 from .paired import Case, measure
 
@@ -47,6 +49,7 @@ BASE_REFS = ("origin/main", "main", "origin/master", "master")
 REFERENCE_FAMILIES = "gru,transformer"
 DEFAULT_FACTOR = 1.08
 MIN_PAIRS, MAX_PAIRS, SECONDS = 20, 100, 15.0  # per case: at least MIN_PAIRS, then up to SECONDS of decoding
+TIMEOUT = 300.0  # seconds for a side to build and warm up, and for each decode: longer is a hang
 
 
 def git(*args, cwd):
@@ -98,7 +101,7 @@ def split(values) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def cases_to_time(names, trees, envs, cwd, families, batches, steps) -> list[Case]:
+def cases_to_time(names, trees, envs, cwd, families, batches, steps, device) -> list[Case]:
     """Each factory's module must come from each commit's worktree, or both sides would time one code.
     A module missing at base is new: nothing to compare it with. Native loops where head has one."""
     if any(":" not in name for name in names):
@@ -119,7 +122,8 @@ def cases_to_time(names, trees, envs, cwd, families, batches, steps) -> list[Cas
             print(f"{name} at base {base[:12]}: {found[base][name]['error'] or 'no such module'}; nothing to compare with.")
             continue
         loops = ("interface", "native") if found[head][name]["native"] else ("interface",)
-        cases += [Case(name, family, batch, loop, steps) for family in families for batch in batches for loop in loops]
+        cases += [Case(name, family, batch, loop, steps, device)
+                  for family in families for batch in batches for loop in loops]
     return cases
 
 
@@ -138,6 +142,13 @@ def report(results, factor) -> str:
 
 def median_ms(seconds) -> str:
     return f"{sorted(seconds)[len(seconds) // 2] * 1e3:.1f} ms"
+
+
+def device_argument(text: str) -> str:
+    try:
+        return device_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv=None):
@@ -159,6 +170,8 @@ def gate(argv):
     parser.add_argument("--family", help=f"families (default: all with --impl, {REFERENCE_FAMILIES} for our references)")
     parser.add_argument("--batch", default="1,32", help="batch sizes (default 1,32)")
     parser.add_argument("--steps", type=int, default=128, help="tokens per decode (default 128)")
+    parser.add_argument("--device", default="cpu", type=device_argument,
+                        help="cpu, cuda or cuda:N, given to the factory in its spec (default cpu)")
     parser.add_argument("--base", help="base revision; default: merge base of origin/main (or main, ...) and --head")
     parser.add_argument("--head", default="HEAD")
     parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
@@ -167,10 +180,15 @@ def gate(argv):
     parser.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help=f"pairs per case, at most (default {MAX_PAIRS})")
     parser.add_argument("--seconds", type=float, default=SECONDS,
                         help=f"decoding per case after --pairs, both sides together (default {SECONDS:g})")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help=f"seconds a side may take to build, and to decode once; past it the side is killed and "
+                             f"fails (default {TIMEOUT:g})")
     parser.add_argument("--threads", default="1", help="BENCH_THREADS for the runs (default 1)")
-    parser.add_argument("--timer", default="process", choices=["process", "wall"], help="BENCH_TIMER (default process)")
+    parser.add_argument("--timer", choices=["process", "wall"],
+                        help="BENCH_TIMER (default: process on the cpu; wall on a GPU, whose work no CPU clock counts)")
     parser.add_argument("--json", help="write every case's samples and verdict here")
     args = parser.parse_args(argv)
+    args.timer = args.timer or ("process" if args.device == "cpu" else "wall")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the worktrees
 
     names = split(args.impl)
@@ -201,14 +219,14 @@ def gate(argv):
         if not names:  # our references with a loop of their own, whose framework is installed here
             names = [checkout_name(target) for target in BUILTIN.values()]
             names = [n for n, seen in probe(names, envs[head], work).items() if seen["native"]]
-        cases = cases_to_time(names, trees, envs, work, families, batches, args.steps)
+        cases = cases_to_time(names, trees, envs, work, families, batches, args.steps, args.device)
         print(f"repository {repo}\nbase {base[:12]}  head {head[:12]}  factor {args.factor}  "
               f"pairs {args.pairs}-{args.max_pairs} ({args.seconds:g} s)  threads {args.threads}  timer {args.timer}",
               flush=True)
         results = []
         for case in cases:
             results.append(measure(case, {"base": envs[base], "head": envs[head]}, work,
-                                   args.pairs, args.max_pairs, args.seconds))
+                                   args.pairs, args.max_pairs, args.seconds, args.timeout))
             print(report(results[-1:], args.factor).splitlines()[-1], flush=True)
     finally:
         for tree in trees.values():

@@ -11,11 +11,16 @@ A name is `torch`, `tensorflow`, `mxnet`, `numpy` or `module:factory`, resolved 
 - "native": the `greedy_decode(model, src, src_valid_len, bos, steps)` that the factory's module
   exports, if it does (our references' compiled loops), given what the factory returned.
 
-A factory that declines a family, or a loop an implementation does not offer, is Unavailable
-(a skip with its reason); a name that cannot be resolved or a factory that raises is an error.
+The device ("cpu", "cuda:0") reaches the factory in its spec, as in `pytest conformance/ --device`:
+the factory builds there or declines it, and the bridge moves a torch or MXNet model that it built
+elsewhere. Both loops return numpy tokens, so a timed decode includes waiting for the device.
+A factory that declines a family or a device, or a loop an implementation does not offer, is
+Unavailable (a skip with its reason); a name that cannot be resolved or a factory that raises is an
+error.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -60,25 +65,33 @@ class ImplSubject:
 @functools.lru_cache(maxsize=None)
 def impl_subject(name: str, family: str, device: str) -> ImplSubject:
     """Resolve, build and warm nothing yet: once per process (asv re-runs setup between samples)."""
-    if device != "cpu":
-        # Placement of a model we did not build goes through the bridges (issue 11, not done yet).
-        raise Unavailable(f"{name} on {device}: only cpu is supported for --impl implementations so far")
     impl = loading.resolve(name)
     if not impl.error:
         check_root(sys.modules[impl.target.split(":", 1)[0]].__file__, impl.target)
     workload.pin_framework_threads()  # the factory's module has imported its framework; nothing ran on it yet
-    built = loading.build(impl, workload.spec(family))
+    built = loading.build(impl, workload.spec(family, device))
     if isinstance(built, loading.Declined):
         raise Unavailable(built.reason)
     if isinstance(built, loading.Broken):
         raise RuntimeError(built.reason)
     native = getattr(importlib.import_module(impl.target.split(":", 1)[0]), "greedy_decode", None)
     if callable(native):
-        made = factory_output(built)
-        native = functools.partial(native, made)
+        native = on_device(built, functools.partial(native, factory_output(built)))
     else:
         native = None
     return ImplSubject(name, family, built, native)
+
+
+def on_device(model, call: Callable) -> Callable:
+    """`call` under the device scope of the model's adapter where it has one: TensorFlow places ops by
+    scope, not by where their variables are (torch and MXNet arrays follow the model's parameters)."""
+    scope = getattr(model.adapter, "device_scope", contextlib.nullcontext)
+
+    def scoped(*args):
+        with scope():
+            return call(*args)
+
+    return scoped
 
 
 def factory_output(model) -> object:

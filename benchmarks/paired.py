@@ -16,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pathlib
+import queue
 import statistics
 import subprocess
 import sys
-import pathlib
 import tempfile
+import threading
 
 # A side's process: this package loaded from its directory under its own name, without putting that
 # directory's parent on sys.path (in a checkout of the suite it also holds impls/, which must come
@@ -46,9 +48,11 @@ class Case:
     batch: int
     loop: str
     steps: int
+    device: str = "cpu"
 
     def __str__(self):
-        return f"{self.impl} {self.family} B{self.batch} {self.loop} {self.steps}"
+        where = "" if self.device == "cpu" else f" {self.device}"
+        return f"{self.impl} {self.family} B{self.batch} {self.loop} {self.steps}{where}"
 
 
 @dataclasses.dataclass
@@ -82,25 +86,41 @@ def sign_test(ratios) -> float:
 
 
 class WorkerError(RuntimeError):
-    pass
+    def __init__(self, side: str, message: str):
+        super().__init__(message)
+        self.side = side  # "base" or "head": whose code failed or hung
 
 
 class Side:
-    """One commit's worker process: started at once, built and warmed up by `ready()`."""
+    """One commit's worker process: started at once, built and warmed up by `ready()`. Every answer
+    must come within `timeout` seconds, or the process is killed: a model that hangs fails its side."""
 
-    def __init__(self, case: Case, env: dict, cwd):
+    def __init__(self, name: str, case: Case, env: dict, cwd, timeout: float):
+        self.name, self.timeout = name, timeout
         self.log = tempfile.TemporaryFile("w+")  # its stderr: the traceback of a failure, the model's prints
         self.proc = subprocess.Popen(
             [sys.executable, "-c", BOOT, __package__, str(PACKAGE), case.impl, case.family, str(case.batch), case.loop,
-             str(case.steps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=cwd,
+             str(case.steps), case.device], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=cwd,
             text=True)
+        self.lines = queue.Queue()  # its stdout, read by a thread so that waiting for a line can time out
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")  # end of output: the process is gone
 
     def _line(self) -> str:
-        line = self.proc.stdout.readline()
+        try:
+            line = self.lines.get(timeout=self.timeout)
+        except queue.Empty:
+            self.proc.kill()
+            raise WorkerError(self.name, f"no answer within {self.timeout:g} s (--timeout): the model hangs, "
+                                         "or needs a longer limit") from None
         if not line:
             self.proc.wait()
             self.log.seek(0)
-            raise WorkerError(f"exit {self.proc.returncode}: {self.log.read()[-3000:].strip()}")
+            raise WorkerError(self.name, f"exit {self.proc.returncode}: {self.log.read()[-3000:].strip()}")
         return line.strip()
 
     def ready(self) -> str:
@@ -123,10 +143,11 @@ class Side:
         self.log.close()
 
 
-def measure(case: Case, envs: dict, cwd, min_pairs: int, max_pairs: int, seconds: float) -> Result:
+def measure(case: Case, envs: dict, cwd, min_pairs: int, max_pairs: int, seconds: float, timeout: float) -> Result:
     """Time `case` at "base" and "head" (envs: their environments) in alternating pairs: at least
-    `min_pairs`, then more until `seconds` of decoding or `max_pairs`."""
-    sides = {name: Side(case, env, cwd) for name, env in envs.items()}  # both build at once
+    `min_pairs`, then more until `seconds` of decoding or `max_pairs`; each side's build, and each of
+    its decodes, within `timeout` seconds."""
+    sides = {name: Side(name, case, env, cwd, timeout) for name, env in envs.items()}  # both build at once
     try:
         state = {}
         for name, side in sides.items():
@@ -152,8 +173,8 @@ def measure(case: Case, envs: dict, cwd, min_pairs: int, max_pairs: int, seconds
                 spent += timed["base"] + timed["head"]
             pair += 1
         return result
-    except WorkerError as exc:  # a side that failed while timing
-        return Result(case, "failed", str(exc))
+    except WorkerError as exc:  # a side that failed, or hung, while timing: a failure of its commit
+        return Result(case, f"failed at {exc.side}", f"{exc.side}: {exc}")
     finally:
         for side in sides.values():
             side.close()
@@ -168,9 +189,9 @@ def worker(argv) -> int:
     from .implementations import impl_call
     from .workload import TIMER
 
-    impl, family, batch, loop, steps = argv
+    impl, family, batch, loop, steps, device = argv
     try:
-        decode = impl_call(impl, family, "cpu", int(batch), loop, int(steps))
+        decode = impl_call(impl, family, device, int(batch), loop, int(steps))
     except Unavailable as exc:
         protocol.write("unavailable " + " ".join(str(exc).split()) + "\n")
         return 0

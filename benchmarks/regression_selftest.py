@@ -3,6 +3,7 @@
     python -m benchmarks.regression_selftest --impl=tests.tricky.torch_models:tied_embeddings --runs 5
     python -m conformance_benchmarks.regression_selftest --impl=mypkg.models:make_model   # your model, your machine
     python -m benchmarks.regression_selftest --backend torch                              # our references
+    python -m benchmarks.regression_selftest --backend tensorflow --steps 32              # compare's options pass through
 
 With `--impl`, a user's repository is made in a temporary directory: `usermodel.py`, whose
 `make_model` is the named factory (importable from where this runs), committed; then one commit
@@ -167,7 +168,7 @@ def main(argv=None):
     parser.add_argument("--slowdown", type=float, default=0.15)
     parser.add_argument("--runs", type=int, default=1, help="gate runs on each commit (default 1)")
     parser.add_argument("--factor", type=float, default=None, help="passed to compare (default: its own)")
-    args = parser.parse_args(argv)
+    args, args.compare = parser.parse_known_args(argv)  # the rest is compare's (--batch, --steps, --seconds, ...)
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="regression-selftest-"))
     try:
@@ -177,7 +178,7 @@ def main(argv=None):
 
 
 def prove(args, work) -> int:
-    options = [f"--family={args.family}"] + ([f"--factor={args.factor}"] if args.factor is not None else [])
+    options = [f"--family={args.family}", *args.compare] + ([f"--factor={args.factor}"] if args.factor is not None else [])
     if args.impl:
         base, unchanged, slowed = user_repository(work / "repo", args.impl, args.slowdown)
         cwd = work / "repo"

@@ -3,6 +3,7 @@
     pytest benchmarks/ --benchmark-only                        # measure: a few minutes
     pytest benchmarks/ --benchmark-only --benchmark-json=run.json && python benchmarks/plot.py run.json
     pytest benchmarks/                                         # smoke: every case once, 8 steps
+    pytest benchmarks/ --benchmark-only --device=cuda:0        # on a GPU (peers skip: cpu only)
 
 Every case encodes the workload's source (workload.py) and greedily decodes PEER_STEPS (32)
 tokens; the tables' medians give tokens/s = batch * steps / median (extra_info carries both).
@@ -18,12 +19,13 @@ import os
 import numpy as np
 import pytest
 
+from conformance.spec import device_name
+
 from . import workload as W
 from .backends import MODES, Unavailable, decode_call, peers
 from .implementations import impl_call
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
 
 
 def cases():
@@ -36,37 +38,45 @@ def cases():
                     yield pytest.param(backend, family, "peer", peer, id=f"{backend}-peer-{peer}")
 
 
-def build(backend, family, mode, peer, batch, steps):
+@pytest.fixture
+def device(request):
+    """--device, the conformance plugin's option: cpu (default), cuda or cuda:N."""
+    return device_name(request.config.getoption("device", default="cpu"))
+
+
+def build(backend, family, mode, peer, batch, steps, device):
     if peer is not None:
+        if device != "cpu":
+            raise Unavailable(f"peers run on the cpu only, not on {device}")
         return peers(backend)[peer][1](batch, steps)
-    return decode_call(backend, family, DEVICE, batch, mode, steps)
+    return decode_call(backend, family, device, batch, mode, steps)
 
 
 @pytest.mark.parametrize("batch", W.BATCHES, ids=lambda b: f"B{b}")
 @pytest.mark.parametrize("backend, family, mode, peer", list(cases()))
-def test_decode(benchmark, steps, backend, family, mode, peer, batch):
+def test_decode(benchmark, steps, device, backend, family, mode, peer, batch):
     try:
-        decode = build(backend, family, mode, peer, batch, steps)
+        decode = build(backend, family, mode, peer, batch, steps, device)
     except Unavailable as exc:
         pytest.skip(str(exc))
     benchmark.group = f"{backend} {family} batch {batch}"
     benchmark.extra_info.update(
-        backend=backend, family=family, batch=batch, steps=steps, tokens=batch * steps, device=DEVICE,
+        backend=backend, family=family, batch=batch, steps=steps, tokens=batch * steps, device=device,
         mode=mode, impl=peers(backend)[peer][0] if peer else f"impls.{backend} {mode}",
     )
     tokens = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     assert len(tokens) == batch and all(len(row) == steps for row in tokens)
 
 
-def test_impl_decode(benchmark, steps, impl_name, family, batch, loop):
+def test_impl_decode(benchmark, steps, device, impl_name, family, batch, loop):
     """`--impl` names (conftest.py): each implementation's interface loop, and its native loop where
     its factory's module offers one, grouped by family and batch so implementations sit side by side."""
     try:
-        decode = impl_call(impl_name, family, DEVICE, batch, loop, steps)
+        decode = impl_call(impl_name, family, device, batch, loop, steps)
     except Unavailable as exc:
         pytest.skip(str(exc))
     benchmark.group = f"{family} batch {batch}"
     benchmark.extra_info.update(impl=impl_name, loop=f"{loop} loop", family=family, batch=batch, steps=steps,
-                                tokens=batch * steps, device=DEVICE)
+                                tokens=batch * steps, device=device)
     tokens = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     assert np.shape(tokens) == (batch, steps)

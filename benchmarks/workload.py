@@ -31,7 +31,7 @@ TIMER = time.process_time if os.environ.get("BENCH_TIMER") == "process" else tim
 # the names --impl knows them by; the NumPy specification runs on none.
 BACKENDS = tuple(b for b in BUILTIN if importlib.util.find_spec(f"conformance.bridges.{b}_bridge"))
 BATCHES = (1, 32)
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda:0")  # conformance.spec.device_name spellings: what --device takes
 DECODE_LENGTHS = (32, 64, 128, 256)
 STEPS = 128  # the decode length of the fixed-length benchmarks (cached vs recompute)
 PEER_STEPS = 32  # the side-by-side runs with peers: the workload their figures were published for
@@ -66,13 +66,13 @@ def pin_framework_threads(n: int = THREADS) -> None:
 _pin_environment(THREADS)
 
 
-def spec(family: str):
+def spec(family: str, device: str = "cpu"):
     from conformance.spec import ModelSpec
 
     return ModelSpec(
         family, src_vocab=VOCAB, tgt_vocab=VOCAB, embed_size=D_MODEL, num_hiddens=D_MODEL, num_layers=LAYERS,
         num_heads=HEADS, ffn_num_hiddens=FFN, dropout=0.0, dtype=DTYPE, seed=SEED,
-        max_len=max(DECODE_LENGTHS) + 1,
+        max_len=max(DECODE_LENGTHS) + 1, device=device,
     )
 
 

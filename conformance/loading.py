@@ -18,11 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from .bridges import as_adapter, seed_frameworks
+from .bridges import as_adapter, building_on, seed_frameworks
 from .harness import CheckedModel, ConformanceError, one_line
 from .inputs import Batch, Vocabulary
 from .precision import effective_precision
-from .spec import Declared, ModelSpec, Unsupported
+from .spec import Declared, ModelSpec, Unsupported, device_name
 
 BUILTIN = {
     # impls/ in the repository, installed under this name; `factory` declares canonical weights
@@ -106,9 +106,10 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         return Broken(f"--impl={impl.name}: {impl.error}")
     seed_frameworks(spec.seed)
     try:
-        model = impl.factory(spec)
+        with building_on(spec.device):
+            model = impl.factory(spec)
     except Unsupported as exc:
-        return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}: {exc}")
+        return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}{on(spec)}: {exc}")
     except Exception as exc:
         return Broken(f"factory {impl.target}(family={spec.family!r}, dtype={spec.dtype!r}) raised {one_line(exc)}")
     declared = model if isinstance(model, Declared) else Declared(model)
@@ -119,12 +120,22 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
     except ValueError as exc:
         return Broken(f"{impl.target} declared {exc}")
     try:
-        return CheckedModel(as_adapter(declared.model, spec), spec, impl.name, vocab,
-                            canonical_weights=declared.canonical_weights)
+        adapter = as_adapter(declared.model, spec)
     except Unsupported as exc:
-        return Declined(f"bridge declined {spec.family}/{spec.dtype}: {exc}")
+        return Declined(f"bridge declined {spec.family}/{spec.dtype}{on(spec)}: {exc}")
     except Exception as exc:
         return Broken(f"cannot use what {impl.target} returned for {spec.family!r}: {one_line(exc)}")
+    built_on = getattr(adapter, "device", spec.device)
+    with contextlib.suppress(ValueError):
+        built_on = device_name(built_on)
+    if built_on != spec.device:  # an adapter of the user's own: nothing moves it
+        return Declined(f"{impl.target} built {spec.family} on {built_on}, not on {spec.device}")
+    return CheckedModel(adapter, spec, impl.name, vocab, canonical_weights=declared.canonical_weights)
+
+
+def on(spec: ModelSpec) -> str:
+    """" on cuda:0" where a device other than the default one was asked for."""
+    return "" if spec.device == "cpu" else f" on {spec.device}"
 
 
 def declared_vocabulary(spec: ModelSpec, declared: Declared) -> Vocabulary:
@@ -156,18 +167,20 @@ def smoke_test(model: CheckedModel) -> str:
 class ModelCache:
     """One model per (impl, family, dtype) for the whole session; contracts must leave it as found."""
 
-    def __init__(self, seed: int, timeout: float):
+    def __init__(self, seed: int, timeout: float, device: str = "cpu"):
         self.seed = seed
         self.timeout = timeout  # for each build and each smoke test
+        self.device = device  # where models are built, unless `get` is told otherwise
         self._built: dict[tuple, CheckedModel | Declined | Broken] = {}
 
-    def get(self, impl: Impl, family: str, dtype: str, weights: str | None = None, **sizes):
+    def get(self, impl: Impl, family: str, dtype: str, weights: str | None = None, device: str | None = None, **sizes):
         """Built from the factory's own initialisation, or from a canonical weights file of a spec
-        with other `sizes` (golden vectors use smaller ones)."""
-        key = (impl.name, family, dtype, weights, *sorted(sizes.items()))
+        with other `sizes` (golden vectors use smaller ones); on the cache's device unless `device`."""
+        device = device or self.device
+        key = (impl.name, family, dtype, weights, device, *sorted(sizes.items()))
         if key not in self._built:
             with deadline(self.timeout) as timer:
-                built = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed, weights=weights, **sizes))
+                built = build(impl, ModelSpec(family, dtype=dtype, seed=self.seed, weights=weights, device=device, **sizes))
             if timer.expired and isinstance(built, Broken):
                 built.hung = True
             self._built[key] = built

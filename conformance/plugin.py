@@ -34,13 +34,14 @@ from . import bridges, canonical, golden, harness, loading, tolerances
 from .assertions import Check
 from .faults import Faults, crash_summary
 from .report import FAILING, ImplInfo, Report, Result
-from .spec import FAMILIES, ModelSpec
+from .spec import FAMILIES, ModelSpec, device_name
 
 STASH = pytest.StashKey["ConformanceSession"]()
 TIMER = pytest.StashKey[contextlib.ExitStack]()
 RESULT, IMPL_INFO, LOGITS = "conformance_result", "conformance_impl", "conformance_logits"  # user_properties names
 FAULTS_DIR = "conformance_faults"  # workerinput key
 DEFAULT_REFERENCE = "numpy"  # the executable specification (impls/numpy, docs/weights.md)
+DEFAULT_DEVICE = "cpu"
 
 
 class NotRun(pytest.skip.Exception):
@@ -78,7 +79,8 @@ class ConformanceSession:
         self.report_path = opt("conformance_report")
         self.threads = opt("conformance_threads") or (None if "OMP_NUM_THREADS" in os.environ else 1)
         bridges.limit_threads(self.threads)
-        self.models = loading.ModelCache(self.seed, self.timeout)
+        self.device = device_name(opt("device"))
+        self.models = loading.ModelCache(self.seed, self.timeout, self.device)
         self.report = Report(self.seed)
         for impl in self.impls:
             self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
@@ -119,10 +121,11 @@ class ConformanceSession:
             self.note_model(built)
         return built
 
-    def canonical(self, impl: loading.Impl, family: str, dtype: str, weights: str | None = None, **sizes) -> harness.CheckedModel:
+    def canonical(self, impl: loading.Impl, family: str, dtype: str, weights: str | None = None, device: str | None = None,
+                  **sizes) -> harness.CheckedModel:
         """`impl` built from canonical weights (the run's for `family` unless given, of a spec with
-        other `sizes` if given), or skip (it does not load them)."""
-        built = self.models.get(impl, family, dtype, weights or self.canonical_weights(family), **sizes)
+        other `sizes` if given), on the run's device unless given, or skip (it does not load them)."""
+        built = self.models.get(impl, family, dtype, weights or self.canonical_weights(family), device, **sizes)
         if isinstance(built, loading.Declined):
             pytest.skip(built.reason)
         if isinstance(built, loading.Broken):
@@ -213,7 +216,7 @@ class ConformanceSession:
         self.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
         result.outcome = "crashed"
         result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
-        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed, self.reference.name))}"
+        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed, self.reference.name, self.device))}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
         self.report.crashes.append(f"{crashitem}: {what}")
 
@@ -267,6 +270,9 @@ def pytest_addoption(parser):
                     help="per-contract time limit, model building included (default 120)")
     group.addoption("--conformance-threads", type=int, default=None, metavar="N",
                     help="intra-op threads per framework (default 1, or the frameworks' own choice when OMP_NUM_THREADS is set)")
+    group.addoption("--device", default=DEFAULT_DEVICE, metavar="DEVICE",
+                    help="where each factory builds and runs its models: cpu, cuda or cuda:N (default cpu); "
+                         "the cross-framework reference stays on the cpu")
     group.addoption("--reference", default=DEFAULT_REFERENCE, metavar="NAME",
                     help="what the cross-framework contracts compare each implementation with, both built from the "
                          "same canonical weights (default numpy: the executable specification)")
@@ -292,6 +298,10 @@ def check_options(config) -> None:
         raise pytest.UsageError(f"--conformance-seed={opt('conformance_seed')}: a seed is 0 or more")
     if not opt("conformance_timeout") > 0:
         raise pytest.UsageError(f"--conformance-timeout={opt('conformance_timeout'):g}: the limit must be more than 0 seconds")
+    try:
+        device_name(opt("device"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--device={opt('device')}: {exc}") from None
     if opt("conformance_threads") is not None and opt("conformance_threads") < 1:
         raise pytest.UsageError(f"--conformance-threads={opt('conformance_threads')}: at least 1")
     xfails = opt("xfails_file")
@@ -434,7 +444,7 @@ def canonical_pair(request, model):
     if model.impl_name == session.reference.name:
         pytest.skip(f"{model.impl_name} is the reference (--reference={session.reference.name})")
     own = session.canonical(session.impl(model.impl_name), model.family, model.dtype)
-    return own, session.canonical(session.reference, model.family, "float64")
+    return own, session.canonical(session.reference, model.family, "float64", device="cpu")
 
 
 @pytest.fixture
@@ -562,10 +572,12 @@ def verdict_line(item, excinfo, session) -> str:
 
 
 def reproduce(item, session) -> str:
-    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name))
+    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name,
+                                     session.device))
 
 
-def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE) -> list[str]:
+def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE,
+                   device: str = DEFAULT_DEVICE) -> list[str]:
     """The command that reruns one contract as printed, from the directory pytest was started in: the
     contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
     Node ids depend on the rootdir; the contract modules are always this package's."""
@@ -574,7 +586,8 @@ def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFA
     here = pathlib.Path.cwd()
     shown = module.relative_to(here) if module.is_relative_to(here) else module
     args = ["pytest", f"{shown}{sep}{test}", f"--impl={impl_name}", f"--conformance-seed={seed}"]
-    return args + ([f"--reference={reference}"] if reference != DEFAULT_REFERENCE else [])
+    return (args + ([f"--reference={reference}"] if reference != DEFAULT_REFERENCE else [])
+            + ([f"--device={device}"] if device != DEFAULT_DEVICE else []))
 
 
 def result_of(item, report, excinfo, session) -> Result:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any, Sequence
 
 # Encoder/decoder pairings the suite knows. `mixed` pairs a Transformer encoder with a
@@ -11,7 +12,18 @@ FAMILIES = ("rnn", "gru", "lstm", "bahdanau", "transformer", "mixed")
 
 
 class Unsupported(Exception):
-    """Raised by a factory (or bridge) to decline a family or dtype; contracts are skipped with its message."""
+    """Raised by a factory (or bridge) to decline a family, dtype or device; contracts are skipped with its message."""
+
+
+def device_name(device: str) -> str:
+    """"cpu" or "cuda:N", from what a user types ("cpu", "cuda", "cuda:1"); ValueError otherwise. Each
+    framework's bridge says what the name means there (TensorFlow's /GPU:N, MXNet's mx.gpu(N))."""
+    name = str(device).strip().lower()
+    if name == "cuda":
+        return "cuda:0"
+    if name == "cpu" or re.fullmatch(r"cuda:[0-9]+", name):
+        return name
+    raise ValueError(f"device {device!r}: use cpu, cuda or cuda:N")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +45,12 @@ class ModelSpec:
     # A canonical safetensors file (docs/weights.md) to build the model from, or None for the
     # factory's own initialisation. Only the cross-framework contract sets it.
     weights: str | None = None
+    # Where the model is built and run: "cpu" or "cuda:N". A factory may decline one it does not run
+    # on (raise Unsupported); the bridge moves a torch or MXNet model there, as it casts the dtype.
+    device: str = "cpu"
+
+    def __post_init__(self):
+        object.__setattr__(self, "device", device_name(self.device))  # "cuda" means "cuda:0"
 
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)

@@ -11,8 +11,11 @@ import pytest
 
 from benchmarks import compare, paired, plot, regression_selftest
 from benchmarks.backends import Unavailable, subject
+from benchmarks.implementations import impl_subject
 
 ROOT = compare.SUITE
+# A model of ours that is not a reference: the factory's module offers no greedy_decode.
+TIED = "tests.tricky.torch_models:tied_embeddings"
 
 
 def outside_xdist(**changes) -> dict:
@@ -46,9 +49,23 @@ def test_a_device_the_backend_cannot_see_is_unavailable_not_an_error(backend):
     try:
         subject(backend, "gru", "cuda")
     except Unavailable as exc:
-        assert "no" in str(exc) and ("GPU" in str(exc) or "CUDA" in str(exc))
+        assert str(exc) == f"{backend} sees no GPU"
     else:
         pytest.skip(f"{backend} sees a GPU here")
+
+
+@pytest.mark.parametrize("impl, reason", [
+    # The factory declines the device itself.
+    ("numpy", "declined gru/float32 on cuda:7: the NumPy specification runs on the cpu only, not on cuda:7"),
+    # The factory ignores spec.device and builds on the cpu: the bridge, asked to move the model, cannot.
+    (TIED, "bridge declined gru/float32 on cuda:7: torch sees "),
+], ids=["factory-declines", "bridge-declines"])
+def test_a_device_reaches_the_factory_in_its_spec_and_may_be_declined(impl, reason):
+    """--impl models on a device: the factory or its bridge declines one it cannot run on, and the
+    benchmark is Unavailable (a skip) with that reason. No machine has a cuda:7."""
+    pytest.importorskip("torch")
+    with pytest.raises(Unavailable, match=re.escape(reason)):
+        impl_subject(impl, "gru", "cuda:7")
 
 
 THREADS_SEEN = """
@@ -139,12 +156,8 @@ def test_without_a_gpu_every_cuda_combination_skips_before_setup():
     for cls in (bench_decode.GreedyDecode, bench_decode.CachedVsRecompute, bench_decode.Encode,
                 bench_decode.PeakMemory, bench_decode.ImplDecode):
         devices = {combo[3] for combo in cls.skip_params}
-        assert devices == {"cuda"}, f"{cls.__name__} skips {devices}"
+        assert devices == {"cuda:0"}, f"{cls.__name__} skips {devices}"
         assert len(cls.skip_params) == len(list(itertools.product(*cls.params))) // 2, cls.__name__
-
-
-# A model of ours that is not a reference: the factory's module offers no greedy_decode.
-TIED = "tests.tricky.torch_models:tied_embeddings"
 
 
 def test_pytest_benchmark_times_any_impl_by_its_name(tmp_path):
@@ -200,3 +213,51 @@ def test_the_gate_in_a_users_repository_passes_an_unchanged_commit_and_fails_a_1
         (case,) = json.loads((tmp_path / "gate.json").read_text())["cases"]
         assert case["case"] == "usermodel:make_model gru B1 interface 128" and case["status"] == "compared"
         assert case["slower"] is bool(expected) and len(case["base"]) >= compare.MIN_PAIRS
+
+
+HANGS_LATER = '''
+
+# --- the decoder hangs from its {after}th call on: during the gate's timed pairs ------------------
+import time as _time
+
+from conformance import Declared
+
+_working_make_model = make_model
+
+
+def make_model(spec):
+    made = _working_make_model(spec)
+    decoder = (made.model if isinstance(made, Declared) else made).decoder
+    forward, calls = decoder.forward, [0]
+
+    def hangs_later(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] >= {after}:
+            _time.sleep(3600)
+        return forward(*args, **kwargs)
+
+    decoder.forward = hangs_later
+    return made
+'''
+
+
+def test_the_gate_fails_a_commit_whose_model_hangs_and_goes_on(tmp_path):
+    """A head whose decoder hangs once timing has begun is killed after --timeout and fails at head
+    (exit 1), naming the limit: the gate never waits on it."""
+    pytest.importorskip("torch")
+    repo = tmp_path / "repo"
+    base, *_ = regression_selftest.user_repository(repo, TIED, slowdown=0.15)
+    regression_selftest.git("checkout", "--quiet", base, cwd=repo)
+    usermodel = repo / "usermodel.py"
+    # 8 steps a decode: the warm-up decode and the two untimed pairs make 24 decoder calls.
+    usermodel.write_text(usermodel.read_text() + HANGS_LATER.format(after=40))
+    hangs = regression_selftest.commit(repo, "the decoder hangs")
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", "--impl=usermodel:make_model", f"--base={base}", f"--head={hangs}",
+         "--family=gru", "--batch=1", "--steps=8", "--pairs=4", "--timeout=10", f"--json={tmp_path / 'gate.json'}"],
+        cwd=repo, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert run.returncode == 1, run.stdout[-4000:] + run.stderr[-3000:]
+    (case,) = json.loads((tmp_path / "gate.json").read_text())["cases"]
+    assert case["status"] == "failed at head" and case["slower"], case
+    assert case["reason"].startswith("head: no answer within 10 s (--timeout)"), case["reason"]
+    assert "FAILED AT HEAD" in run.stdout

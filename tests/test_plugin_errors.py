@@ -118,6 +118,24 @@ def test_own_adapter_object_passes_every_contract(pytester):
     assert run.report["implementations"][0]["backend"] == "custom"
 
 
+@pytest.mark.parametrize("impl, reason", [
+    backend_param("torch", "torch", "bridge declined gru/float64 on cuda:7: torch sees "),
+    backend_param("tensorflow", "tensorflow", "bridge declined gru/float64 on cuda:7: tensorflow sees "),
+    backend_param("mxnet", "mxnet", "bridge declined gru/float64 on cuda:7: mxnet sees "),
+    ("numpy", "declined gru/float64 on cuda:7: the NumPy specification runs on the cpu only, not on cuda:7"),
+    (f"{FAULTY}:own_adapter", "built gru on cpu, not on cuda:7"),  # an adapter of the user's own is not moved
+], ids=["torch", "tensorflow", "mxnet", "numpy", "own-adapter"])
+def test_a_device_the_model_cannot_run_on_makes_it_unusable(pytester, impl, reason):
+    """--device reaches the factory in its spec. A device that no framework here sees (no machine has
+    cuda:7), or one the factory or its adapter is not on, declines every family: an error of the run
+    (exit 1) with the reason, never a run of skips that passes."""
+    run = run_conformance(pytester, impl, "--family=gru", "--device=cuda:7", "-k", "stepwise")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, "declined every family it was asked for (gru: ")
+    assert reason in run.messages()[0]
+    assert "--device=cuda:7" in run.output, "the reproduce line names the device"
+
+
 def usage_error(pytester, *args):
     """The output of a run stopped by a command-line mistake, after asserting it is one clean line, exit 4."""
     # The outer pytest imported the plugin already, so the inner one warns that it cannot rewrite it.
@@ -144,7 +162,9 @@ def test_no_impl_is_a_usage_error(pytester):
     (["--impl=torch", "--conformance-timeout=0"], "ERROR: --conformance-timeout=0: the limit must be more than 0 seconds"),
     (["--impl=torch", "--conformance-timeout=-5"], "ERROR: --conformance-timeout=-5: the limit must be more than 0 seconds"),
     (["--impl=torch", "--conformance-threads=0"], "ERROR: --conformance-threads=0: at least 1"),
-], ids=["empty-impl", "only-commas", "missing-xfails-file", "negative-seed", "zero-timeout", "negative-timeout", "zero-threads"])
+    (["--impl=torch", "--device=tpu"], "ERROR: --device=tpu: device 'tpu': use cpu, cuda or cuda:N"),
+], ids=["empty-impl", "only-commas", "missing-xfails-file", "negative-seed", "zero-timeout", "negative-timeout", "zero-threads",
+        "unknown-device"])
 def test_command_line_mistake_is_one_line(pytester, args, line):
     assert usage_error(pytester, *args) == line
 

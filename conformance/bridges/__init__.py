@@ -1,16 +1,19 @@
 """Bridges turn a raw framework model that follows the d2l interface into a `Seq2SeqAdapter`.
 
-Adding a backend means one module here exposing `accepts(obj)`, `wrap(obj, spec)`, `seed(n)`
-and `limit_threads(n)`, and one line in `BRIDGES`. A bridge is only imported when its framework already
-is, so a torch run never imports TensorFlow.
+Adding a backend means one module here exposing `accepts(obj)`, `wrap(obj, spec)`, `seed(n)`,
+`limit_threads(n)` and its device glue (`device_scope`, `place`, `synchronize`), and one line in
+`BRIDGES`. A bridge is only imported when its framework already is, so a torch run never imports
+TensorFlow.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from typing import Iterable
 
 from ..protocol import Seq2SeqAdapter
+from ..spec import Unsupported
 from ..trees import qualified_name
 
 # (framework module that must already be imported, bridge module)
@@ -53,6 +56,31 @@ def for_backend(backend: str):
     if not backend.isidentifier():
         raise ModuleNotFoundError(f"no bridge for backend {backend!r}")
     return importlib.import_module(f"{__name__}.{backend}_bridge")
+
+
+def gpu_index(device: str, framework: str, visible: int) -> int | None:
+    """None for "cpu"; N for "cuda:N" when the framework sees `visible` GPUs, N among them; else
+    Unsupported saying what the framework sees."""
+    if device == "cpu":
+        return None
+    index = int(device.split(":")[1])
+    if index >= visible:
+        raise Unsupported(f"{framework} sees no GPU" if not visible else f"{framework} sees {visible} GPU(s): no {device}")
+    return index
+
+
+@contextlib.contextmanager
+def building_on(device: str):
+    """While a factory runs: `device` as the default device of every framework imported so far that
+    can see it (TensorFlow creates variables there, MXNet initializes there). A framework that cannot
+    is left as it is; its bridge declines the model when it wraps it."""
+    with contextlib.ExitStack() as stack:
+        for bridge in loaded_bridges():
+            try:
+                stack.enter_context(bridge.device_scope(device)())
+            except Unsupported:
+                pass
+        yield
 
 
 def parameters_once(named_by_part: dict[str, Iterable[tuple[str, object]]]) -> dict[str, dict[str, object]]:

@@ -1,14 +1,13 @@
 """MXNet: a `gluon.Block` with `.encoder` and `.decoder` (d2l's EncoderDecoder), numpy interface."""
 from __future__ import annotations
 
-import contextlib
 import ctypes
 
 import numpy as np
 
 from ..compat import import_mxnet
 from ..spec import Unsupported
-from . import parameters_once
+from . import gpu_index, parameters_once
 from ..trees import tree_map
 
 mx = import_mxnet()
@@ -62,8 +61,10 @@ class MXNetAdapter:
             model.cast(spec.dtype)
             if any(np.dtype(p.dtype) != np.dtype(spec.dtype) for p in every):
                 raise Unsupported(f"the model could not be cast to {spec.dtype}")
-        self.ctx = every[0].list_ctx()[0] if every else mx.cpu()
-        self.device = "cpu" if self.ctx.device_type == "cpu" else f"cuda:{self.ctx.device_id}"
+        # A factory that ignores spec.device still gets the device the run asked for.
+        self.ctx = context(spec.device)
+        place(model, spec.device)
+        self.device = spec.device
         self.np = mx.np if mx.util.is_np_array() else mx.nd  # the array API the model was built for
 
     def _array(self, a, dtype=None):
@@ -142,19 +143,27 @@ class MXNetAdapter:
                 param.set_data(self._array(value, param.dtype))
 
 
-# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+# --- Device glue: where a model is built and runs, and waiting for its work ----------------------
+
+def context(device: str) -> "mx.Context":
+    """mx.cpu() or mx.gpu(N) for "cpu" or "cuda:N"; Unsupported when MXNet cannot see that GPU."""
+    index = gpu_index(device, "mxnet", mx.context.num_gpus())
+    return mx.cpu() if index is None else mx.gpu(index)
+
 
 def device_scope(device: str):
-    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
-    Unsupported when MXNet sees no GPU. MXNet places by `place` (reset_ctx), so the context is empty."""
-    if device == "cuda" and mx.context.num_gpus() == 0:
-        raise Unsupported("mxnet sees no GPU")
-    return contextlib.nullcontext
+    """A no-argument factory of the context to build and call a model in on `device`: MXNet's default
+    context there, so a factory's `initialize()` puts the parameters on it; Unsupported when MXNet
+    cannot see it."""
+    ctx = context(device)
+    return lambda: ctx  # an mx.Context is a context manager
 
 
 def place(model, device: str):
-    if device == "cuda":
-        model.collect_params().reset_ctx(mx.gpu(0))
+    ctx = context(device)
+    params = model.collect_params()
+    if any(p.list_ctx() != [ctx] for p in params.values()):
+        params.reset_ctx(ctx)
     return model
 
 

@@ -5,6 +5,7 @@ too (tf_keras_bridge.py). Both keep their weights as TensorFlow variables.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import keras
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 from ..spec import Unsupported
 from ..trees import tree_map
-from . import parameters_once
+from . import gpu_index, parameters_once
 
 DTYPES = ("float32", "float64")
 
@@ -94,6 +95,24 @@ def named_variables(layer, Layer, prefix: str = "", seen: set | None = None) -> 
     return named
 
 
+def variable_device(variable) -> str:
+    """"cpu" or "cuda:N": where a variable's value lives (a Keras 3 variable has no `.device` of its own)."""
+    device = tf.DeviceSpec.from_string(tf.convert_to_tensor(variable).device)
+    return "cpu" if device.device_type in (None, "CPU") else f"cuda:{device.device_index or 0}"
+
+
+def on_device(method):
+    """The adapter's call, under tf.device of the device the run asked for: TensorFlow would otherwise
+    place each op by its own rules (on a GPU whenever there is one)."""
+
+    @functools.wraps(method)
+    def placed(self, *args, **kwargs):
+        with self.device_scope():
+            return method(self, *args, **kwargs)
+
+    return placed
+
+
 class TensorFlowAdapter:
     """Runs the model eagerly, exactly as written. Measured on the suite (2 cores), wrapping the calls in
     tf.function(reduce_retracing=True) was slower overall (retracing per shape and state structure
@@ -118,10 +137,13 @@ class TensorFlowAdapter:
             raise Unsupported(f"the model computes in {sorted(built_in)}, not {spec.dtype}: build it under that dtype policy")
         self.model = model
         self.dtype = spec.dtype
-        first = next((v for v in model.weights), None)
-        # The device of the variable's value: a Keras 3 variable has no `.device` of its own.
-        device = tf.DeviceSpec.from_string(tf.convert_to_tensor(first).device if first is not None else "/cpu:0")
-        self.device = "cpu" if device.device_type in (None, "CPU") else f"{device.device_type.lower()}:{device.device_index or 0}"
+        self.device = spec.device
+        self.device_scope = device_scope(spec.device)  # every call below runs under it
+        elsewhere = sorted({variable_device(v) for v in model.weights} - {spec.device})
+        if elsewhere:
+            # Keras fixes a variable's device when it creates it; it cannot be moved either.
+            raise Unsupported(f"the model's variables are on {', '.join(elsewhere)}, not {spec.device}: create them "
+                              f"under tf.device({tf_device(spec.device)!r})")
 
     @property
     def params(self) -> dict:
@@ -132,17 +154,21 @@ class TensorFlowAdapter:
     def _tokens(self, a) -> tf.Tensor:
         return tf.constant(np.asarray(a), dtype=tf.int64)  # int64 keeps every id as given, out of range ones too
 
+    @on_device
     def encode(self, src, src_valid_len):
         return self.model.encoder(self._tokens(src), self._tokens(src_valid_len), training=False)
 
+    @on_device
     def init_state(self, enc_outputs, src_valid_len):
         # A plain method, not a Keras call, so there is no training flag to pass: layers default to inference.
         return self.model.decoder.init_state(enc_outputs, self._tokens(src_valid_len))
 
+    @on_device
     def decode(self, tgt, state):
         logits, state = self.model.decoder(self._tokens(tgt), state, training=False)
         return logits.numpy(), state
 
+    @on_device
     def greedy_tokens(self, src, src_valid_len, bos, steps):
         """conformance.decoding's loop, eager as every other call here, tokens and state kept as tensors."""
         valid = self._tokens(src_valid_len)
@@ -159,6 +185,7 @@ class TensorFlowAdapter:
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len), training=False)
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
 
+    @on_device
     def forward(self, src, tgt, src_valid_len):
         return self._forward(src, tgt, src_valid_len).numpy()
 
@@ -168,6 +195,7 @@ class TensorFlowAdapter:
     def from_numpy(self, tree):
         return tree_map(lambda x: tf.constant(x) if isinstance(x, np.ndarray) else x, tree)
 
+    @on_device
     def gradients(self, src, tgt, src_valid_len, cotangent):
         with tf.GradientTape() as tape:
             logits = self._forward(src, tgt, src_valid_len)
@@ -193,14 +221,19 @@ class TensorFlowAdapter:
                 params[part][name].assign(np.asarray(value))
 
 
-# --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
+# --- Device glue: where a model is built and runs, and waiting for its work ----------------------
+
+def tf_device(device: str) -> str:
+    """TensorFlow's name of "cpu" or "cuda:N"; Unsupported when TensorFlow cannot see that GPU."""
+    index = gpu_index(device, "tensorflow", len(tf.config.list_physical_devices("GPU")))
+    return "/CPU:0" if index is None else f"/GPU:{index}"
+
 
 def device_scope(device: str):
-    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
-    Unsupported when TensorFlow sees no GPU. Variables are created, and every call runs, under it."""
-    if device == "cuda" and not tf.config.list_physical_devices("GPU"):
-        raise Unsupported("tensorflow sees no GPU")
-    return lambda: tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda:N");
+    Unsupported when TensorFlow cannot see it. Variables are created, and every call runs, under it."""
+    name = tf_device(device)
+    return lambda: tf.device(name)
 
 
 def place(model, device: str):
@@ -208,5 +241,5 @@ def place(model, device: str):
 
 
 def synchronize(device: str) -> None:
-    if device == "cuda":
+    if device != "cpu":
         tf.test.experimental.sync_devices()

@@ -20,3 +20,5 @@ def wrap(model, spec):
 
 
 limit_threads = tensorflow_bridge.limit_threads  # one TensorFlow runtime under both Keras versions
+device_scope, place, synchronize = (tensorflow_bridge.device_scope, tensorflow_bridge.place,
+                                    tensorflow_bridge.synchronize)

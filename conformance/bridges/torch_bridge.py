@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..spec import Unsupported
-from . import parameters_once
+from . import gpu_index, parameters_once
 from ..trees import tree_map
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -48,10 +48,11 @@ class TorchAdapter:
                 raise TypeError(f"a d2l EncoderDecoder has a `.{part}` module; {type(model).__name__} has none")
         if spec.dtype not in DTYPES:
             raise Unsupported(f"dtype {spec.dtype!r}")
-        # A factory that ignores spec.dtype still gets the precision the contracts asked for.
-        self.model = model.to(DTYPES[spec.dtype]).eval()
-        first = next(model.parameters(), None)
-        self.device = str(first.device) if first is not None else "cpu"
+        device_scope(spec.device)  # Unsupported when torch cannot see it
+        # A factory that ignores spec.dtype or spec.device still gets the precision and the device
+        # the run asked for.
+        self.model = place(model.to(DTYPES[spec.dtype]), spec.device).eval()
+        self.device = spec.device
         self.dtype = spec.dtype
         self.params = trainable_parameters(self.model)
 
@@ -126,10 +127,10 @@ class TorchAdapter:
 # --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------
 
 def device_scope(device: str):
-    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda");
-    Unsupported when torch cannot see that device. torch places by `place`, so the context is empty."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise Unsupported("torch sees no CUDA device")
+    """A no-argument factory of the context to build and call a model in on `device` ("cpu", "cuda:N");
+    Unsupported when torch cannot see that device. torch places by `place`, so the context is empty
+    (torch.device as a context would intercept every call of the model)."""
+    gpu_index(device, "torch", torch.cuda.device_count() if torch.cuda.is_available() else 0)
     return contextlib.nullcontext
 
 
@@ -139,5 +140,5 @@ def place(model, device: str):
 
 def synchronize(device: str) -> None:
     """Wait for work queued on the device: CUDA kernels run asynchronously to Python."""
-    if device == "cuda":
-        torch.cuda.synchronize()
+    if device != "cpu":
+        torch.cuda.synchronize(device)

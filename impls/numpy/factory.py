@@ -31,6 +31,8 @@ def make_model(spec):
         raise Unsupported(f"no NumPy specification of family {spec.family!r}")
     if spec.dtype not in DTYPES:
         raise Unsupported(f"dtype {spec.dtype!r} is not one of {list(DTYPES)}")
+    if spec.device != "cpu":
+        raise Unsupported(f"the NumPy specification runs on the cpu only, not on {spec.device}")
     # Dropout is not modelled: the specification is the model in evaluation mode.
     encoder, decoder = BUILDERS[spec.family](spec)
     if spec.weights is None:
