@@ -124,6 +124,9 @@ def main(argv=None):
     parser.add_argument("--readme", help=f"also replace the text between {BEGIN} and {END} in this file")
     args = parser.parse_args(argv)
     run = json.loads(pathlib.Path(args.run).read_text())
+    if "rows" not in run:
+        parser.error(f"{args.run} is not a `python -m benchmarks.ratios --json` run"
+                     + (": for pytest-benchmark's JSON, `python -m benchmarks.loops`" if "benchmarks" in run else ""))
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if _rows(run, "cache"):

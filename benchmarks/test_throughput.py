@@ -1,7 +1,7 @@
 """Side-by-side decode throughput in one process (pytest-benchmark).
 
     pytest benchmarks/ --benchmark-only                        # measure: a few minutes
-    pytest benchmarks/ --benchmark-only --benchmark-json=run.json && python benchmarks/plot.py run.json
+    pytest benchmarks/ --impl=torch --benchmark-only --benchmark-json=run.json && python -m benchmarks.loops run.json
     pytest benchmarks/                                         # smoke: every case once, 8 steps
     pytest benchmarks/ --benchmark-only --device=cuda:0        # on a GPU (peers skip: cpu only)
 

@@ -35,7 +35,7 @@ Params = dict[str, dict[str, np.ndarray]]
 class Seq2SeqAdapter(Protocol):
     backend: str  # "torch", "tensorflow", "mxnet", ...
     framework_version: str
-    device: str  # "cpu", "cuda:0", ...
+    device: str  # where the model runs, "cpu" or "cuda:N": the spec's device, or the suite declines it
     dtype: str  # floating dtype the model computes in: "float64" or "float32"
 
     def encode(self, src: np.ndarray, src_valid_len: np.ndarray) -> Tree:

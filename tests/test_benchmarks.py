@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import compare, paired, plot, regression_selftest
+from benchmarks import compare, loops, paired, plot, regression_selftest
 from benchmarks.backends import Unavailable, subject
 from benchmarks.implementations import impl_subject
 
@@ -146,6 +146,20 @@ def test_plot_writes_the_readme_table_and_the_png(tmp_path):
     assert "2 of 3 met (**missed: torch gru batch 32**); lowest 2.5x" in text  # a missed target shows
     assert "| torch | gru | 1 | 150.0 | 160.0 | n/a |" in text  # µs per token by length; n/a: below noise
     assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_loops_table_puts_each_implementations_two_loops_side_by_side():
+    """benchmarks.loops: tokens/s = tokens / median, "interface / native", "–" for a loop not offered."""
+    def bench(impl, family, batch, loop, median):
+        return dict(extra_info=dict(impl=impl, family=family, batch=batch, loop=f"{loop} loop", tokens=batch * 32),
+                    stats=dict(median=median))
+    run = dict(machine_info=dict(cpu_model="Test CPU", workload="tiny", versions={}), benchmarks=[
+        bench("torch", "gru", 1, "interface", 0.032), bench("torch", "gru", 1, "native", 0.016),
+        bench("mine:make", "gru", 1, "interface", 0.064),
+        dict(extra_info=dict(backend="torch", mode="cached"), stats=dict(median=1.0)),  # backend-keyed: left out
+    ])
+    assert loops.table([run]).splitlines() == [
+        "| family | torch B1 | mine:make B1 |", "|---|---:|---:|", "| gru | 1,000 / 2,000 | 500 / – |"]
 
 
 def test_without_a_gpu_every_cuda_combination_skips_before_setup():
