@@ -192,6 +192,7 @@ class TensorFlowAdapter:
     def to_numpy(self, tree):
         return tree_map(lambda x: np.array(x) if is_native(x) else x, unwrapped(tree))
 
+    @on_device
     def from_numpy(self, tree):
         return tree_map(lambda x: tf.constant(x) if isinstance(x, np.ndarray) else x, tree)
 
