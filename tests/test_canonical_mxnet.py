@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conformance import canonical
+from conformance.assertions import relative_error
 from conformance.compat import import_mxnet
 from conformance.decoding import greedy_tokens
 from conformance.loading import build, resolve
@@ -35,11 +36,6 @@ def batch(seed=3):
     src = rng.integers(0, spec.src_vocab, (5, 7))
     tgt = rng.integers(0, spec.tgt_vocab, (5, 6))
     return src, tgt, np.array([7, 3, 1, 5, 2])
-
-
-def relative(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(1.0, np.max(np.abs(b))))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -129,7 +125,7 @@ def test_same_weights_give_torch_logits_and_tokens(family, dtype, weight_files):
     expected = torch_model.adapter.forward(src, tgt, valid)
     logits = mx_model.adapter.forward(src, tgt, valid)
     assert logits.dtype == np.dtype(dtype) and logits.shape == expected.shape
-    difference = relative(logits, expected)
+    difference, _ = relative_error(logits, expected)
     print(f"{family} {dtype}: max relative difference {difference:.3g}")
     assert difference < BOUND[dtype], f"{family} {dtype}: MXNet vs PyTorch logits differ by {difference:.3g}"
     if dtype == "float64":  # float32 ties may flip between summation orders; float64 ones cannot here

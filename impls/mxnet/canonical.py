@@ -20,6 +20,7 @@ import re
 
 import numpy as np
 
+from conformance.bridges import parameters_once
 from conformance.compat import import_mxnet
 
 from .. import unfused
@@ -47,12 +48,8 @@ def canonical_name(path: str) -> str:
 
 def parameters(model) -> dict:
     """{block-tree path: Parameter}, each parameter once (the first path that reaches it)."""
-    found, seen = {}, set()
-    for path, param in model._collect_params_with_prefix().items():  # walks _children by attribute name
-        if id(param) not in seen:
-            seen.add(id(param))
-            found[path] = param
-    return found
+    # _collect_params_with_prefix walks _children by attribute name.
+    return parameters_once({"model": model._collect_params_with_prefix().items()})["model"]
 
 
 def load_canonical(model, weights: dict[str, np.ndarray]) -> None:

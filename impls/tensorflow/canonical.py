@@ -28,7 +28,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from .. import FUSED_PROJECTIONS  # output blocks of a fused Dense, in order
+from .. import unfused  # the canonical names a fused Dense stacks, in order
 
 GRU_GATES = [1, 0, 2]  # Keras' z, r, h blocks from the canonical r, z, n ones, and back (its own inverse)
 LEAVES = (keras.layers.Embedding, keras.layers.Dense, keras.layers.LayerNormalization,
@@ -101,12 +101,11 @@ def slots(layer, path: str) -> list[Slot]:
             raise ValueError(f"{path}: a canonical layer norm has a gain and a bias")
         return [Slot(layer.gamma, [f"{prefix}.weight"], *identity), Slot(layer.beta, [f"{prefix}.bias"], *identity)]
     if isinstance(layer, keras.layers.Dense):
-        parent, _, own = prefix.rpartition(".")
-        bases = [f"{parent}.{part}" for part in FUSED_PROJECTIONS[own]] if own in FUSED_PROJECTIONS else [prefix]
-        kernel = Slot(layer.kernel, [f"{b}.weight" for b in bases], *transposed_blocks(len(bases)))
+        weights, biases = unfused(f"{prefix}.weight"), unfused(f"{prefix}.bias")
+        kernel = Slot(layer.kernel, weights, *transposed_blocks(len(weights)))
         if not layer.use_bias:
             return [kernel]
-        return [kernel, Slot(layer.bias, [f"{b}.bias" for b in bases], *stacked(len(bases)))]
+        return [kernel, Slot(layer.bias, biases, *stacked(len(biases)))]
     # A recurrent cell: layer `l` of a stack.
     names = {k: f"{prefix}.{k}" for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
     if isinstance(layer, keras.layers.GRUCell):

@@ -12,7 +12,6 @@ import torch
 from .. import unfused
 
 
-
 def canonical_name(key: str) -> str:
     """The canonical name of a PyTorch state_dict key."""
     key = re.sub(r"\.rnn\.(weight|bias)_(ih|hh)_l(\d+)$", r".rnn.\3.\1_\2", key)
