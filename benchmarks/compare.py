@@ -39,6 +39,7 @@ import sys
 import tempfile
 
 from conformance.loading import BUILTIN  # our references
+from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
 from conformance.spec import FAMILIES, device_name
 
 from .paired import Case, measure
@@ -95,10 +96,6 @@ def inside(path, tree) -> bool:
 def checkout_name(target: str) -> str:
     """A built-in name's module:factory as this checkout spells it: impls/ installs as conformance_impls."""
     return target.replace("conformance_impls.", "impls.", 1)
-
-
-def split(values) -> list[str]:
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
 def cases_to_time(names, trees, envs, cwd, families, batches, steps, device) -> list[Case]:
@@ -191,7 +188,7 @@ def gate(argv):
     args.timer = args.timer or ("process" if args.device == "cpu" else "wall")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the worktrees
 
-    names = split(args.impl)
+    names = split_list(args.impl)
     if names:
         repo = pathlib.Path(git("rev-parse", "--show-toplevel", cwd=os.getcwd()))
     elif (SUITE / "impls").is_dir():
@@ -200,8 +197,8 @@ def gate(argv):
         raise SystemExit("--impl=module:factory names what to time (our references need a checkout of the suite)")
     head = git("rev-parse", args.head, cwd=repo)
     base = git("rev-parse", args.base, cwd=repo) if args.base else git("merge-base", default_base(repo), head, cwd=repo)
-    families = split([args.family or (",".join(FAMILIES) if names else REFERENCE_FAMILIES)])
-    batches = [int(b) for b in split([args.batch])]
+    families = split_list([args.family or (",".join(FAMILIES) if names else REFERENCE_FAMILIES)])
+    batches = [int(b) for b in split_list([args.batch])]
     if base == head:
         print(f"base and head are one commit ({head[:12]}): nothing to compare.")
         return 0

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib
 import os
 import sys
 from typing import Callable
@@ -66,15 +65,16 @@ class ImplSubject:
 def impl_subject(name: str, family: str, device: str) -> ImplSubject:
     """Resolve, build and warm nothing yet: once per process (asv re-runs setup between samples)."""
     impl = loading.resolve(name)
+    module = impl.target.split(":", 1)[0]  # imported by resolve, unless it failed to
     if not impl.error:
-        check_root(sys.modules[impl.target.split(":", 1)[0]].__file__, impl.target)
+        check_root(sys.modules[module].__file__, impl.target)
     workload.pin_framework_threads()  # the factory's module has imported its framework; nothing ran on it yet
     built = loading.build(impl, workload.spec(family, device))
     if isinstance(built, loading.Declined):
         raise Unavailable(built.reason)
     if isinstance(built, loading.Broken):
         raise RuntimeError(built.reason)
-    native = getattr(importlib.import_module(impl.target.split(":", 1)[0]), "greedy_decode", None)
+    native = getattr(sys.modules[module], "greedy_decode", None)
     if callable(native):
         native = on_device(built, functools.partial(native, factory_output(built)))
     else:
