@@ -19,6 +19,7 @@ import functools
 import importlib
 import os
 import pathlib
+import time
 
 import numpy as np
 
@@ -51,6 +52,9 @@ class Subject:
         self.backend, self.family, self.device = backend, family, device
         self.package, self.model = package, model
         self.bridge, self.scope = bridge, scope  # the framework's device glue (conformance.bridges)
+        # (function name, batch, steps) -> seconds of its first call: tracing and compiling, never timed
+        # as decoding, reported beside it
+        self.warmup_seconds: dict = {}
 
     def function(self, name):
         fn = getattr(self.package, name, None)
@@ -116,6 +120,7 @@ def prepared(backend, family, device, batch, *names, steps=None):
 def _warm(subj, batch, names, steps):
     src, valid = workload.source(batch)
     for name in names:
+        start = time.perf_counter()
         if name == "encode":
             subj.encode(src, valid)
         else:
@@ -123,6 +128,7 @@ def _warm(subj, batch, names, steps):
             out = run(src, valid, steps)
             if np.shape(out) != (batch, steps):
                 raise AssertionError(f"{subj.backend} {name} returned shape {np.shape(out)}, not {(batch, steps)}")
+        subj.warmup_seconds.setdefault((name, batch, steps), time.perf_counter() - start)
 
 
 def peers(backend: str) -> dict:
@@ -138,11 +144,16 @@ def peers(backend: str) -> dict:
 
 def decode_call(backend, family, device, batch, mode, steps):
     """A no-argument call decoding the workload's source, `steps` tokens, "cached" or "recompute";
-    built and warmed up at this shape."""
+    built and warmed up at this shape. Its `warmup_seconds`: the first call's (compiling included)."""
     subj = prepared(backend, family, device, batch, MODES[mode], steps=steps)
     src, valid = workload.source(batch)
     run = subj.greedy if mode == "cached" else subj.recompute
-    return lambda: run(src, valid, steps)
+
+    def decode():
+        return run(src, valid, steps)
+
+    decode.warmup_seconds = subj.warmup_seconds[(MODES[mode], batch, steps)]
+    return decode
 
 
 def median_seconds(fn, repeat=5):

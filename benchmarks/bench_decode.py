@@ -59,6 +59,13 @@ class GreedyDecode(_Timed):
 
     track_seconds_per_token.unit = "seconds"
 
+    def track_warmup_seconds(self, backend, family, batch, device, steps):
+        """The first decode of this process, in setup: tracing and compiling (a torch.compile'd loop; on
+        disk caches make a later process's shorter), never part of time_greedy_decode."""
+        return self.subject.warmup_seconds[("greedy_decode", batch, steps)]
+
+    track_warmup_seconds.unit = "seconds"
+
 
 class CachedVsRecompute(_Timed):
     """The same STEPS greedy tokens with the cache, and recomputing the whole prefix every step."""

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import os
 import sys
+import time
 from typing import Callable
 
 import numpy as np
@@ -102,10 +103,18 @@ def factory_output(model) -> object:
 
 
 def impl_call(name, family, device, batch, loop, steps) -> Callable[[], np.ndarray]:
-    """A no-argument call decoding the workload's source by `loop`, warmed up at this shape."""
+    """A no-argument call decoding the workload's source by `loop`, warmed up at this shape; its
+    `warmup_seconds`, the first call's (tracing, compiling), are never timed as decoding."""
     run = impl_subject(name, family, device).loop(loop)
     src, valid = workload.source(batch)
+    start = time.perf_counter()
     tokens = run(src, valid, steps)  # warm-up: tracing, compilation, caches, at the timed shape
+    warmup_seconds = time.perf_counter() - start
     if np.shape(tokens) != (batch, steps):
         raise AssertionError(f"{name} {loop} loop returned shape {np.shape(tokens)}, not {(batch, steps)}")
-    return lambda: run(src, valid, steps)
+
+    def decode():
+        return run(src, valid, steps)
+
+    decode.warmup_seconds = warmup_seconds
+    return decode

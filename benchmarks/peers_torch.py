@@ -11,6 +11,8 @@ our reference's.
 - CTranslate2: the torch reference's Transformer, its weights converted to a float32 CTranslate2
   model (`ctranslate2_spec`), greedy `translate_batch` of exactly `steps` tokens: the same weights,
   the same tokens (tests/test_benchmarks.py).
+- the floor: the decode's matrix products alone (`matmul_floor`), no peer but the bound any loop
+  over these weights meets; reference / floor says how far the reference is from it.
 """
 from __future__ import annotations
 
@@ -208,9 +210,42 @@ def ctranslate2_translate(batch, steps):
     return decode
 
 
+def matmul_floor(batch, steps):
+    """The decode's matrix products alone, on the reference's weights: per decode the encoder's and the
+    cross-attention keys/values' (batch x source rows), per step the decoder's 13 (batch rows), each
+    with the weight transposed and contiguous, nothing else: no attention, norms, argmax or loop. At
+    batch 1 this is reading the decoder's ~8.4 MB of per-token weights from memory; at batch 32, FLOPs.
+    A reference at 1.0x of it would do nothing but its products."""
+    torch = _torch()
+    from .backends import subject
+
+    model = subject("torch", "transformer", "cpu").model
+    enc = [layer for blk in model.encoder.blks for layer in (blk.attention.W_qkv, blk.attention.W_o, blk.ffn[0], blk.ffn[2])]
+    enc += [blk.cross_attention.W_kv for blk in model.decoder.blks]
+    dec = [layer for blk in model.decoder.blks for layer in (blk.self_attention.W_qkv, blk.self_attention.W_o,
+                                                            blk.cross_attention.W_q, blk.cross_attention.W_o,
+                                                            blk.ffn[0], blk.ffn[2])] + [model.decoder.dense]
+    with torch.inference_mode():
+        enc_w = [layer.weight.t().contiguous() for layer in enc]
+        dec_w = [layer.weight.t().contiguous() for layer in dec]
+    enc_x = [torch.randn(batch * W.SRC_LEN, w.shape[0]) for w in enc_w]
+    dec_x = [torch.randn(batch, w.shape[0]) for w in dec_w]
+
+    @torch.inference_mode()
+    def decode():
+        for x, w in zip(enc_x, enc_w):
+            torch.mm(x, w)
+        for _ in range(steps):
+            for x, w in zip(dec_x, dec_w):
+                torch.mm(x, w)
+
+    return decode
+
+
 PEERS = {  # name: (label, builder); all sit beside the PyTorch reference Transformer
     "nn-transformer": ("torch.nn.Transformer, full recompute", nn_transformer),
     "hf-bart-loop": ("HF BART, cached manual step loop", hf_bart_loop),
     "hf-bart-generate": ("HF BART, generate", hf_bart_generate),
     "ctranslate2": ("CTranslate2 float32, the reference's weights", ctranslate2_translate),
+    "matmul-floor": ("the decode's matrix products alone: the floor", matmul_floor),
 }

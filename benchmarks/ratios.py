@@ -64,17 +64,21 @@ def interleaved(fns: dict, passes: int, calls: int) -> list[dict]:
     return results
 
 
-def compare(table, backend, family, fns, fast, slow, batch, steps, target, passes, calls):
+def compare(table, backend, family, fns, fast, slow, batch, steps, target, passes, calls, setup=None):
+    """`setup`: {contender: seconds} to build and warm it up (tracing, compiling, converting), never timed
+    as decoding: reported beside it."""
     per_pass = interleaved(fns, passes, calls)
     ratios = [p[slow] / p[fast] for p in per_pass]
     row = dict(table=table, backend=backend, family=family, batch=batch, steps=steps, fast=fast, slow=slow,
                target=target, ratios=ratios, ratio=statistics.median(ratios),
-               tokens_per_s={n: statistics.median(steps * batch / p[n] for p in per_pass) for n in fns})
+               tokens_per_s={n: statistics.median(steps * batch / p[n] for p in per_pass) for n in fns},
+               setup_seconds=setup or {})
     row["met"] = target is None or row["ratio"] >= target
     verdict = "no target" if target is None else f"target {target}x {'met' if row['met'] else 'NOT MET'}"
     print(f"{backend:10s} {family:11s} B={batch:<2d} {steps:3d} steps  {fast} / {slow}: {row['ratio']:6.2f}x "
           f"(passes {', '.join(f'{r:.2f}' for r in ratios)}) {verdict}; tokens/s "
-          + ", ".join(f"{n} {v:,.0f}" for n, v in row["tokens_per_s"].items()), flush=True)
+          + ", ".join(f"{n} {v:,.0f}" for n, v in row["tokens_per_s"].items())
+          + ("; setup s " + ", ".join(f"{n} {v:.1f}" for n, v in setup.items()) if setup else ""), flush=True)
     return row
 
 
@@ -91,13 +95,17 @@ def peer_rows(backends, passes, calls):
                 print(f"skip {backend} peers: {exc}")
                 break
             for name, (label, build) in peers(backend).items():
+                target = targets.get(name, {}).get(batch)
+                start = time.perf_counter()
                 try:
                     theirs = build(batch, W.PEER_STEPS)
+                    theirs()  # its first call: whatever it compiles or converts on first use
                 except Unavailable as exc:
-                    print(f"skip {name}: {exc}")
+                    print(f"skip {name}{f' (target {target}x not measured)' if target else ''}: {exc}")
                     continue
+                setup = {"reference": ours.warmup_seconds, name: time.perf_counter() - start}
                 yield compare("peers", backend, "transformer", {"reference": ours, name: theirs}, "reference", name,
-                              batch, W.PEER_STEPS, targets.get(name, {}).get(batch), passes, calls)
+                              batch, W.PEER_STEPS, target, passes, calls, setup)
 
 
 def cache_rows(backends, passes, calls):
