@@ -142,6 +142,15 @@ def peers(backend: str) -> dict:
         return {}
 
 
+def floor(backend: str):
+    """(name, label, builder(batch, steps) -> no-argument call) of the matrix products of a decode alone,
+    from benchmarks/peers_<backend>.py, or None: the bound the reference is measured against."""
+    try:
+        return getattr(importlib.import_module(f"{__package__}.peers_{backend}"), "FLOOR", None)
+    except ModuleNotFoundError:
+        return None
+
+
 def decode_call(backend, family, device, batch, mode, steps):
     """A no-argument call decoding the workload's source, `steps` tokens, "cached" or "recompute";
     built and warmed up at this shape. Its `warmup_seconds`: the first call's (compiling included)."""

@@ -11,8 +11,9 @@ our reference's.
 - CTranslate2: the torch reference's Transformer, its weights converted to a float32 CTranslate2
   model (`ctranslate2_spec`), greedy `translate_batch` of exactly `steps` tokens: the same weights,
   the same tokens (tests/test_benchmarks.py).
-- the floor: the decode's matrix products alone (`matmul_floor`), no peer but the bound any loop
-  over these weights meets; reference / floor says how far the reference is from it.
+
+FLOOR, beside them in benchmarks.ratios only: the decode's matrix products alone (`matmul_floor`), no
+decoder but the bound of any loop over these weights; reference / floor says how far the reference is.
 """
 from __future__ import annotations
 
@@ -247,5 +248,6 @@ PEERS = {  # name: (label, builder); all sit beside the PyTorch reference Transf
     "hf-bart-loop": ("HF BART, cached manual step loop", hf_bart_loop),
     "hf-bart-generate": ("HF BART, generate", hf_bart_generate),
     "ctranslate2": ("CTranslate2 float32, the reference's weights", ctranslate2_translate),
-    "matmul-floor": ("the decode's matrix products alone: the floor", matmul_floor),
 }
+# Not a decoder (it returns no tokens): the bound beside the peers in benchmarks.ratios.
+FLOOR = ("matmul-floor", "the decode's matrix products alone", matmul_floor)

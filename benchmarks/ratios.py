@@ -12,7 +12,8 @@ taken within a pass, and the reported ratio is the median over passes.
 
 Tables:
 - peers: each backend's reference Transformer beside its peers (benchmarks/peers_<backend>.py) at
-  PEER_STEPS (32) tokens, with the targets of PEER_TARGETS;
+  PEER_STEPS (32) tokens, with the targets of PEER_TARGETS, and beside its floor where one is defined
+  (peers_torch.FLOOR: the decode's matrix products alone);
 - cache: every backend and family, cached greedy decode against full-prefix recompute at STEPS
   (128) tokens, target CACHE_TARGET;
 - lengths: the cached decoders' seconds per token at each decode length, (decode - encode) /
@@ -31,7 +32,7 @@ import tempfile
 import time
 
 from . import workload as W  # first: pins threads before any framework loads
-from .backends import Unavailable, decode_call, peers, prepared
+from .backends import Unavailable, decode_call, floor, peers, prepared
 
 # backend: {peer its reference Transformer is held against: {batch: minimum tokens/s ratio}}; every
 # other peer, and a batch not named, is reported without a target.
@@ -94,7 +95,9 @@ def peer_rows(backends, passes, calls):
             except Unavailable as exc:
                 print(f"skip {backend} peers: {exc}")
                 break
-            for name, (label, build) in peers(backend).items():
+            bound = floor(backend)
+            contenders = {**peers(backend), **({bound[0]: bound[1:]} if bound else {})}
+            for name, (label, build) in contenders.items():
                 target = targets.get(name, {}).get(batch)
                 start = time.perf_counter()
                 try:

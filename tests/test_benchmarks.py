@@ -38,6 +38,21 @@ def asv_env(**extra):
     return dict(os.environ, ASV_PYTHONPATH=str(ROOT), **extra)
 
 
+def test_ctranslate2_decodes_the_torch_references_tokens_from_its_weights():
+    """The CTranslate2 peer is the torch reference's own Transformer, its weights converted
+    (peers_torch.ctranslate2_spec): the same greedy tokens, so the two decode the same work."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install -e '.[bench]')")
+    from benchmarks import peers_torch, workload
+    from impls.torch import stepwise_greedy_decode
+    from tests.decoding_inputs import assert_same_greedy_tokens, torch_logit_gap
+
+    model = subject("torch", "transformer", "cpu").model
+    src, valid = workload.source(3)
+    ours = stepwise_greedy_decode(model, src, valid, workload.BOS, 12)
+    assert_same_greedy_tokens(peers_torch.ctranslate2_translate(3, 12)(), ours,
+                              torch_logit_gap(model, src, valid, workload.BOS), "CTranslate2 vs the torch reference")
+
+
 def test_asv_discovers_the_suite():
     run = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
                          capture_output=True, text=True, env=asv_env())

@@ -11,7 +11,7 @@ from conformance.harness import CheckedModel
 from conformance.loading import build, resolve
 from conformance.spec import FAMILIES, ModelSpec
 from tests.conformance_run import BACKENDS, backend_param
-from tests.decoding_inputs import source
+from tests.decoding_inputs import assert_same_greedy_tokens, source, torch_logit_gap
 
 
 class NumpyOnly:
@@ -46,6 +46,22 @@ def test_interface_loop_gives_the_native_loops_tokens(backend, family):
     np.testing.assert_array_equal(tokens, native, err_msg=f"{backend} {family}: bridge loop vs greedy_decode")
     np.testing.assert_array_equal(greedy_tokens(NumpyOnly(checked.adapter), src, valid, bos=1, steps=12), native,
                                   err_msg=f"{backend} {family}: numpy protocol loop vs greedy_decode")
+
+
+def test_the_compiled_torch_loop_gives_the_interface_loops_tokens():
+    """In float32 the torch reference's native loop is one compiled graph (impls/torch/compiled_transformer.py,
+    not the eager loop the float64 case above runs): the interface loop decodes its tokens too, up to
+    float32 near-ties. The shape is test_decoding_torch's, whose compiled graph it reuses."""
+    pytest.importorskip("torch")
+    from impls.torch import decoding
+
+    checked = build(resolve("impls.torch:make_model"), ModelSpec("transformer", dtype="float32"))
+    model = checked.adapter.model
+    assert decoding.compiles(model)
+    src, valid = source(batch=3)
+    native = decoding.greedy_decode(model, src, valid, bos=1, steps=10)
+    assert_same_greedy_tokens(greedy_tokens(checked, src, valid, bos=1, steps=10), native,
+                              torch_logit_gap(model, src, valid, bos=1), "torch transformer: bridge loop vs compiled greedy_decode")
 
 
 def test_an_adapter_without_its_own_loop_goes_through_the_protocol():
