@@ -81,7 +81,8 @@ def test_impl_decode(benchmark, steps, device, impl_name, family, batch, loop):
     except Unavailable as exc:
         pytest.skip(str(exc))
     benchmark.group = f"{family} batch {batch}"
-    benchmark.extra_info.update(impl=impl_name, loop=f"{loop} loop", family=family, batch=batch, steps=steps,
-                                tokens=batch * steps, device=device, setup_seconds=decode.warmup_seconds)
+    # `how`: what the loop ran ("eager", the compiled form, "eager (not compiled: <why>)", "native").
+    benchmark.extra_info.update(impl=impl_name, loop=f"{loop} loop", how=decode.how, family=family, batch=batch,
+                                steps=steps, tokens=batch * steps, device=device, setup_seconds=decode.warmup_seconds)
     tokens = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     assert np.shape(tokens) == (batch, steps)

@@ -163,18 +163,25 @@ def test_plot_writes_the_readme_table_and_the_png(tmp_path):
     assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_loops_table_puts_each_implementations_two_loops_side_by_side():
-    """benchmarks.loops: tokens/s = tokens / median, "interface / native", "–" for a loop not offered."""
-    def bench(impl, family, batch, loop, median):
-        return dict(extra_info=dict(impl=impl, family=family, batch=batch, loop=f"{loop} loop", tokens=batch * 32),
-                    stats=dict(median=median))
+def test_the_loops_table_puts_each_implementations_loops_side_by_side():
+    """benchmarks.loops: tokens/s = tokens / median, "interface-eager / interface-compiled / native", "–" for
+    a loop not offered, and a compiled loop that fell back to eager marked, its reason under the table."""
+    def bench(impl, family, batch, loop, median, how=None):
+        info = dict(impl=impl, family=family, batch=batch, loop=f"{loop} loop", tokens=batch * 32)
+        return dict(extra_info=info | ({"how": how} if how else {}), stats=dict(median=median))
     run = dict(machine_info=dict(cpu_model="Test CPU", workload="tiny", versions={}), benchmarks=[
-        bench("torch", "gru", 1, "interface", 0.032), bench("torch", "gru", 1, "native", 0.016),
-        bench("mine:make", "gru", 1, "interface", 0.064),
+        bench("torch", "gru", 1, "interface-eager", 0.032), bench("torch", "gru", 1, "native", 0.016),
+        bench("torch", "gru", 1, "interface-compiled", 0.020, "torch.compile, per step"),
+        bench("mine:make", "gru", 1, "interface", 0.064),  # the old name of interface-eager
+        bench("mine:make", "gru", 1, "interface-compiled", 0.064, "eager (not compiled: no graph)"),
         dict(extra_info=dict(backend="torch", mode="cached"), stats=dict(median=1.0)),  # backend-keyed: left out
     ])
     assert loops.table([run]).splitlines() == [
-        "| family | torch B1 | mine:make B1 |", "|---|---:|---:|", "| gru | 1,000 / 2,000 | 500 / – |"]
+        "Tokens/s, interface-eager / interface-compiled / native:", "",
+        "| family | torch B1 | mine:make B1 |", "|---|---:|---:|",
+        "| gru | 1,000 / 1,600 / 2,000 | 500 / 500 (a) / – |", "",
+        "(a) interface-compiled ran eager (not compiled: no graph)",
+    ]
 
 
 def test_without_a_gpu_every_cuda_combination_skips_before_setup():
