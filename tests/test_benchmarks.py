@@ -197,18 +197,23 @@ def test_without_a_gpu_every_cuda_combination_skips_before_setup():
 
 
 def test_pytest_benchmark_times_any_impl_by_its_name(tmp_path):
-    """`pytest benchmarks/ --impl=...`: the interface loop of a model from tests/ and, beside it, both
-    loops of the torch reference, with figures; a loop a model does not offer skips saying why."""
+    """`pytest benchmarks/ --impl=... --loop=...`: the interface loops of a model from tests/ and, beside
+    them, every loop of the torch reference, with figures and what each ran; a loop a model does not
+    offer skips saying why."""
     pytest.importorskip("torch")
     out = tmp_path / "run.json"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "-rs", "--benchmark-only",
-         f"--impl={TIED},torch", "--family=gru", "-k", "B1", f"--benchmark-json={out}"],
+         f"--impl={TIED},torch", "--family=gru", "-k", "B1", "--loop=eager,compiled,native", f"--benchmark-json={out}"],
         cwd=ROOT, capture_output=True, text=True, env=outside_xdist(BENCH_ROUNDS="2"))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"{TIED} offers no native loop (its factory's module has no greedy_decode)" in run.stdout
     timed = {(b["extra_info"]["impl"], b["extra_info"]["loop"]): b for b in json.loads(out.read_text())["benchmarks"]}
-    assert set(timed) == {(TIED, "interface loop"), ("torch", "interface loop"), ("torch", "native loop")}
+    assert set(timed) == {(impl, f"{loop} loop") for impl in (TIED, "torch") for loop in ("interface-eager", "interface-compiled")
+                          } | {("torch", "native loop")}
+    assert {key: b["extra_info"]["how"] for key, b in timed.items()} == {
+        (TIED, "interface-eager loop"): "eager", ("torch", "interface-eager loop"): "eager", ("torch", "native loop"): "native",
+        (TIED, "interface-compiled loop"): "torch.compile, per step", ("torch", "interface-compiled loop"): "torch.compile, per step"}
     for bench in timed.values():
         assert bench["group"] == "gru batch 1" and bench["stats"]["rounds"] == 2 and bench["stats"]["median"] > 0
         assert bench["extra_info"]["tokens"] == 32  # batch 1 x 32 steps
@@ -223,7 +228,7 @@ def test_asv_times_any_impl_named_in_bench_impls():
          "--bench", r"ImplDecode.*'gru', 1, 'cpu', 32"],
         cwd=ROOT, capture_output=True, text=True, env=asv_env(BENCH_IMPLS=TIED))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    figure = re.search(re.escape(TIED) + r"\s+gru\s+1\s+cpu\s+32\s+interface\s+([0-9.]+(±[0-9.]+)?(ms|s|us|μs))\s",
+    figure = re.search(re.escape(TIED) + r"\s+gru\s+1\s+cpu\s+32\s+interface-eager\s+([0-9.]+(±[0-9.]+)?(ms|s|us|μs))\s",
                        run.stdout)
     assert figure, run.stdout[-3000:]
     assert f"{TIED} offers no native loop" in run.stdout

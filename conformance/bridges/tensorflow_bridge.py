@@ -322,7 +322,12 @@ class TensorFlowAdapter:
 
 
 def _first_line(exc, limit=200) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:limit]
+    """The line of an error's message that says what went wrong, not where: Keras and AutoGraph wrap the
+    cause in lines naming the layer, the file and the arguments."""
+    noise = ("File ", "Exception encountered", "in user code", "Arguments received", "•", "return ", "raise ")
+    lines = [line.strip().replace("\x1b[1m", "").replace("\x1b[0m", "") for line in str(exc).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(noise) and not set(line) <= set("^~ ")]
+    return (lines or [""])[0].split(". ")[0][:limit]  # its first sentence
 
 
 # --- Device glue: where a model is built and runs, and waiting for its work ----------------------
