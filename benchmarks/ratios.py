@@ -14,6 +14,9 @@ Tables:
 - peers: each backend's reference Transformer beside its peers (benchmarks/peers_<backend>.py) at
   PEER_STEPS (32) tokens, with the targets of PEER_TARGETS, and beside its floor where one is defined
   (peers_torch.FLOOR: the decode's matrix products alone);
+- loops: every backend and family, the interface loop compiled (as a deployed model runs it:
+  conformance.decoding.InterfaceLoop) against the native loop at PEER_STEPS tokens, the fraction
+  of the native loop's speed LOOP_TARGETS asks for, and what the compiled loop ran;
 - cache: every backend and family, cached greedy decode against full-prefix recompute at STEPS
   (128) tokens, target CACHE_TARGET;
 - lengths: the cached decoders' seconds per token at each decode length, (decode - encode) /
@@ -33,6 +36,7 @@ import time
 
 from . import workload as W  # first: pins threads before any framework loads
 from .backends import Unavailable, decode_call, floor, peers, prepared
+from .implementations import impl_call
 
 # backend: {peer its reference Transformer is held against: {batch: minimum tokens/s ratio}}; every
 # other peer, and a batch not named, is reported without a target.
@@ -42,6 +46,8 @@ PEER_TARGETS = {
     "mxnet": {"gluonnlp-transformer": {32: 3.0}},
 }
 CACHE_TARGET = 3.0  # at W.STEPS tokens, where recompute's quadratic cost shows
+# backend: the least tokens/s of the compiled interface loop as a fraction of the native loop's
+LOOP_TARGETS = {"tensorflow": 0.5}
 
 
 def reference(backend, family, mode, batch, steps):
@@ -111,6 +117,27 @@ def peer_rows(backends, passes, calls):
                               batch, W.PEER_STEPS, target, passes, calls, setup)
 
 
+def loop_rows(backends, passes, calls):
+    """Each reference's interface loop compiled as a deployed model would be (conformance.decoding.InterfaceLoop)
+    against its native loop, at PEER_STEPS tokens; a compiled loop that fell back to eager says so."""
+    for backend in backends:
+        for family in W.FAMILIES:
+            for batch in W.BATCHES:
+                try:
+                    fns = {loop: impl_call(backend, family, "cpu", batch, loop, W.PEER_STEPS)
+                           for loop in ("interface-compiled", "native")}
+                except Unavailable as exc:
+                    print(f"skip {backend} {family}: {exc}")
+                    break
+                how = fns["interface-compiled"].how
+                print(f"{backend:10s} {family:11s} B={batch:<2d} interface-compiled runs: {how}", flush=True)
+                row = compare("loops", backend, family, fns, "interface-compiled", "native", batch, W.PEER_STEPS,
+                              LOOP_TARGETS.get(backend), passes, calls,
+                              {loop: fn.warmup_seconds for loop, fn in fns.items()})
+                row["how"] = how
+                yield row
+
+
 def cache_rows(backends, passes, calls):
     for backend in backends:
         for family in W.FAMILIES:
@@ -148,12 +175,12 @@ def length_rows(backends, passes, calls):
                            seconds_per_token={str(n): s for n, s in per_token.items()}, met=True)
 
 
-TABLES = {"peers": peer_rows, "cache": cache_rows, "lengths": length_rows}
+TABLES = {"peers": peer_rows, "loops": loop_rows, "cache": cache_rows, "lengths": length_rows}
 # (passes, calls per contender per pass): the peer ratios sit within 10-70% of their targets and
 # need repeats; cached vs recompute is 5-300x against a 3x target, and one recompute call of an
 # eager backend at batch 32 takes tens of seconds; per-token costs subtract an encoder pass from a
 # short decode, which one pass left negative for MXNet's LSTM at batch 1.
-DEFAULT_REPEATS = {"peers": (3, 5), "cache": (1, 1), "lengths": (3, 3)}
+DEFAULT_REPEATS = {"peers": (3, 5), "loops": (3, 5), "cache": (1, 1), "lengths": (3, 3)}
 
 
 def main(argv=None):
