@@ -34,7 +34,7 @@ from conformance.decoding import greedy_tokens
 from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
 
 from . import workload
-from .backends import Unavailable, check_root
+from .backends import Unavailable, check_root, factory_output
 
 LOOPS = ("interface", "native")
 DEFAULT_IMPLS = tuple(loading.BUILTIN)  # asv without BENCH_IMPLS: our references
@@ -92,13 +92,6 @@ def on_device(model, call: Callable) -> Callable:
             return call(*args)
 
     return scoped
-
-
-def factory_output(model) -> object:
-    """What the factory returned: a bridge keeps the framework model it wrapped as `.model`; an
-    adapter of the user's own is what the factory returned."""
-    adapter = model.adapter
-    return adapter.model if type(adapter).__module__.startswith("conformance.bridges.") else adapter
 
 
 def impl_call(name, family, device, batch, loop, steps) -> Callable[[], np.ndarray]:
