@@ -1,7 +1,7 @@
 """Decode throughput of any implementation, named as the conformance suite names it.
 
     pytest benchmarks/ --impl=mypkg.models:make_model,torch --benchmark-only
-    BENCH_IMPLS=mypkg.models:make_model asv run --python=same --quick --bench ImplDecode
+    BENCH_IMPLS=mypkg.models:make_model ASV_PYTHONPATH=$PWD asv run --python=same --quick --bench ImplDecode
 
 A name is `torch`, `tensorflow`, `mxnet`, `numpy` or `module:factory`, resolved and built by
 `conformance.loading` (the suite's one resolver), on the workload's spec (workload.py). Two loops:
