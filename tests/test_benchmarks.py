@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from asv.results import Results
 
 from benchmarks import compare, loops, paired, plot, regression_selftest
 from benchmarks.backends import Unavailable, subject
@@ -35,10 +36,23 @@ def test_every_side_by_side_case_runs_once():
     assert " failed" not in run.stdout and " error" not in run.stdout
 
 
-def asv_env(**extra):
+ASV = str(pathlib.Path(sys.executable).with_name("asv"))  # the installed environment's: the README's .venv/bin/asv
+
+
+@pytest.fixture
+def asv_home(tmp_path) -> pathlib.Path:
+    """A scratch HOME with asv's machine file, made as the docs make it (`asv machine --yes`): `asv run`
+    refuses to run without one, and the user's own stays untouched."""
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run([ASV, "machine", "--yes"], cwd=ROOT, env=dict(os.environ, HOME=str(home)), capture_output=True, check=True)
+    return home
+
+
+def asv_env(home, **extra):
     """asv's runner strips PYTHONPATH: ASV_PYTHONPATH makes it import modules of this checkout that
     are not installed (the models in tests/), as the README's BENCH_IMPLS command does."""
-    return dict(os.environ, ASV_PYTHONPATH=str(ROOT), **extra)
+    return dict(os.environ, HOME=str(home), ASV_PYTHONPATH=str(ROOT), **extra)
 
 
 def test_asv_discovers_the_suite():
@@ -63,22 +77,18 @@ def one_greedy_case_of(*backends) -> str:
     return re.escape(GREEDY.split(".", 1)[1]) + r"\('(" + "|".join(backends) + r")', 'gru', 1, 'cpu', 32\)"
 
 
-def asv_in_a_fresh_clone(tmp_path, bench, **env):
+def asv_in_a_fresh_clone(tmp_path, home, bench, **env):
     """docs/benchmarks.md's commands in a fresh `git clone` of this repository (its HEAD), against the
     installed environment, with neither PYTHONPATH nor ASV_PYTHONPATH unless `env` sets them:
-    `asv machine --yes` (its file in a scratch HOME), then `asv run --python=same --quick
-    --set-commit-hash=<HEAD> --bench <bench>`. Returns the run and what asv saved, as
+    `asv machine --yes` (asv_home), then `asv run --python=same --quick --set-commit-hash=<HEAD>
+    --bench <bench>`. Returns the run and what asv saved, as
     {(benchmark, parameter reprs): seconds, None where it failed, NaN where it skipped or did not run}."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
-    asv = str(pathlib.Path(sys.executable).with_name("asv"))  # the README's .venv/bin/asv
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ASV_PYTHONPATH")} | {"HOME": str(tmp_path)} | env
-    subprocess.run([asv, "machine", "--yes"], cwd=clone, env=env, capture_output=True, check=True)
-    run = subprocess.run([asv, "run", "--python=same", "--quick", "--show-stderr", f"--set-commit-hash={head}",
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ASV_PYTHONPATH")} | {"HOME": str(home)} | env
+    run = subprocess.run([ASV, "run", "--python=same", "--quick", "--show-stderr", f"--set-commit-hash={head}",
                           "--bench", bench], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
-    from asv.results import Results
-
     saved = list((clone / ".asv" / "results").glob(f"*/{head[:8]}-*.json"))
     assert len(saved) == 1, f"asv saved {saved} for {head}: {run.stdout[-3000:]}{run.stderr[-3000:]}"
     results = Results.load(str(saved[0]))
@@ -89,13 +99,13 @@ def asv_in_a_fresh_clone(tmp_path, bench, **env):
     return run, values
 
 
-def test_asv_times_a_reference_of_every_backend_from_a_fresh_clone(tmp_path):
+def test_asv_times_a_reference_of_every_backend_from_a_fresh_clone(tmp_path, asv_home):
     """asv starts each benchmark process in a temporary directory, PYTHONPATH stripped: the references
     are found as the conformance suite finds them (installed, conformance_impls.<backend>), and each
     backend's case records a figure, not n/a."""
     for framework in FRAMEWORKS:
         pytest.importorskip(framework)
-    run, values = asv_in_a_fresh_clone(tmp_path, one_greedy_case_of(*FRAMEWORKS))
+    run, values = asv_in_a_fresh_clone(tmp_path, asv_home, one_greedy_case_of(*FRAMEWORKS))
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-3000:]
     for backend in FRAMEWORKS:
         seconds = values[GREEDY, greedy_case(backend)]
@@ -103,14 +113,14 @@ def test_asv_times_a_reference_of_every_backend_from_a_fresh_clone(tmp_path):
             f"asv recorded {seconds} for {backend}, not a time: {run.stdout[-4000:]}")
 
 
-def test_a_reference_that_cannot_be_imported_fails_the_asv_run(tmp_path):
+def test_a_reference_that_cannot_be_imported_fails_the_asv_run(tmp_path, asv_home):
     """A broken framework install (an `mxnet` first on the benchmark process's path that raises
     ImportError) leaves conformance_impls.mxnet unimportable: asv records a failure and exits 2; it
     does not skip the case."""
     broken = tmp_path / "broken" / "mxnet"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text('raise ImportError("libmxnet.so: cannot open shared object file")\n')
-    run, values = asv_in_a_fresh_clone(tmp_path, one_greedy_case_of("mxnet"), ASV_PYTHONPATH=str(broken.parent))
+    run, values = asv_in_a_fresh_clone(tmp_path, asv_home, one_greedy_case_of("mxnet"), ASV_PYTHONPATH=str(broken.parent))
     assert run.returncode == 2, run.stdout[-4000:] + run.stderr[-3000:]
     assert values[GREEDY, greedy_case("mxnet")] is None, "asv did not record a failure"
     assert ("ImportError: --impl=mxnet: cannot import 'conformance_impls.mxnet': ImportError: libmxnet.so: "
@@ -265,14 +275,14 @@ def test_pytest_benchmark_times_any_impl_by_its_name(tmp_path):
         assert bench["extra_info"]["tokens"] == 32  # batch 1 x 32 steps
 
 
-def test_asv_times_any_impl_named_in_bench_impls():
+def test_asv_times_any_impl_named_in_bench_impls(asv_home):
     """BENCH_IMPLS names the implementations of ImplDecode: the model from tests/ gets a figure in
     seconds, and its missing native loop is a skip with the reason."""
     pytest.importorskip("torch")
     run = subprocess.run(
         [sys.executable, "-m", "asv", "run", "--python=same", "--quick", "--show-stderr",
          "--bench", r"ImplDecode.*'gru', 1, 'cpu', 32"],
-        cwd=ROOT, capture_output=True, text=True, env=asv_env(BENCH_IMPLS=TIED))
+        cwd=ROOT, capture_output=True, text=True, env=asv_env(asv_home, BENCH_IMPLS=TIED))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figure = re.search(re.escape(TIED) + r"\s+gru\s+1\s+cpu\s+32\s+interface\s+([0-9.]+(±[0-9.]+)?(ms|s|us|μs))\s",
                        run.stdout)
