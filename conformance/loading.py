@@ -30,6 +30,7 @@ BUILTIN = {
     "tensorflow": "conformance_impls.tensorflow:factory",
     "mxnet": "conformance_impls.mxnet:factory",
     "numpy": "conformance_impls.numpy:factory",  # the executable specification of docs/weights.md
+    "onnxruntime": "conformance_impls.onnxruntime:factory",  # the torch references exported to ONNX (extra [onnx])
 }
 
 
