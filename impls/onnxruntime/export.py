@@ -63,8 +63,9 @@ def self_attention_with_positive_axes(self, X, mask, past=None):
 
 
 @contextlib.contextmanager
-def exportable_attention():
-    patched = [(torch_transformer.SelfAttention, "forward", self_attention_with_positive_axes)]
+def exportable_attention(patches=()):
+    """The reference's classes as exported, with `patches` ((class, method name, function), ...) on top."""
+    patched = [(torch_transformer.SelfAttention, "forward", self_attention_with_positive_axes), *patches]
     originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in patched]
     for cls, name, replacement in patched:
         setattr(cls, name, replacement)
@@ -175,9 +176,10 @@ class Graphs:
         return Encoder().eval(), InitState().eval(), Decoder().eval()
 
 
-def export(model: nn.Module, family: str, num_layers: int, vocab: tuple[int, int]) -> dict[str, bytes]:
+def export(model: nn.Module, family: str, num_layers: int, vocab: tuple[int, int], patches=()) -> dict[str, bytes]:
     """{"encoder", "init_state", "decoder"}: serialized ONNX models of `model` (a torch reference in
-    eval mode, already in `dtype`), exported at small example shapes with dynamic axes."""
+    eval mode, in its dtype), exported at small example shapes with dynamic axes; `patches` replace
+    methods of the reference's classes while it is traced (tests/broken exports bugs so)."""
     model = checked_ids(copy.deepcopy(model)).eval()
     graphs = Graphs(model, family, num_layers)
     encoder, init_state, decoder = graphs.modules()
@@ -185,7 +187,7 @@ def export(model: nn.Module, family: str, num_layers: int, vocab: tuple[int, int
     input_ids = torch.randint(0, vocab[0], (batch, src_len))
     valid = torch.tensor([src_len, 2, 3])
     out = {}
-    with torch.no_grad(), exportable_attention(), warnings.catch_warnings():
+    with torch.no_grad(), exportable_attention(patches), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on traced shapes and deprecations
         enc_outputs = encoder(input_ids, valid)
         enc_outputs = enc_outputs if isinstance(enc_outputs, tuple) else (enc_outputs,)
