@@ -374,6 +374,17 @@ class OnnxSeq2Seq:
         return tuple(batch if axis == batch_axis else 0 if axis == growing[0] else dim for axis, dim in enumerate(shape))
 
 
+    def greedy(self, src, valid, bos: int, steps: int) -> np.ndarray:
+        """conformance.decoding's loop: exactly `steps` greedy tokens (batch, steps), one decoder run each."""
+        state = self.init_state(self.encode(src, valid), np.asarray(valid))
+        tokens, out = np.full((len(src), 1), bos, np.int64), []
+        for _ in range(steps):
+            logits, state = self.decode(tokens, state)
+            tokens = logits[:, -1].argmax(-1)[:, None]
+            out.append(tokens)
+        return np.concatenate(out, 1)
+
+
 def is_batch_dim(dim: str) -> bool:
     return "batch" in dim.lower()
 
@@ -407,14 +418,7 @@ class OnnxAdapter:
         return self.decode(tgt, self.init_state(self.encode(src, src_valid_len), src_valid_len))[0]
 
     def greedy_tokens(self, src, src_valid_len, bos, steps):
-        """conformance.decoding's loop, the tokens kept as numpy arrays."""
-        state = self.init_state(self.encode(src, src_valid_len), src_valid_len)
-        tokens, out = np.full((len(src), 1), bos, np.int64), []
-        for _ in range(steps):
-            logits, state = self.decode(tokens, state)
-            tokens = logits[:, -1].argmax(-1)[:, None]
-            out.append(tokens)
-        return np.concatenate(out, 1)
+        return self.model.greedy(src, src_valid_len, bos, steps)
 
     def to_numpy(self, tree):
         return tree_map(lambda x: np.array(x) if isinstance(x, np.ndarray) else x, tree)

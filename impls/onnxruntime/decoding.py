@@ -11,13 +11,7 @@ def encode(model, src, src_valid_len):
 
 def greedy_decode(model, src, src_valid_len, bos, steps):
     """Exactly `steps` greedy tokens (batch, steps), the state threaded from call to call."""
-    state = model.init_state(encode(model, src, src_valid_len), np.asarray(src_valid_len))
-    tokens, out = np.full((len(src), 1), bos, np.int64), []
-    for _ in range(steps):
-        logits, state = model.decode(tokens, state)
-        tokens = logits[:, -1].argmax(-1)[:, None]
-        out.append(tokens)
-    return np.concatenate(out, 1)
+    return model.greedy(np.asarray(src), np.asarray(src_valid_len), bos, steps)
 
 
 def recompute_greedy_decode(model, src, src_valid_len, bos, steps):
