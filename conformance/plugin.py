@@ -261,7 +261,7 @@ def read_id_file(path) -> list[str]:
 def pytest_addoption(parser):
     group = parser.getgroup("conformance", "seq2seq Encoder-Decoder conformance")
     group.addoption("--impl", action="append", default=[], metavar="NAME",
-                    help="implementation(s) under test: torch, tensorflow, mxnet, numpy or module:factory; comma-separated or repeated")
+                    help="implementation(s) under test: torch, tensorflow, mxnet, onnxruntime, numpy or module:factory; comma-separated or repeated")
     group.addoption("--family", action="append", default=[], metavar="FAMILY",
                     help=f"restrict to these families (default all: {', '.join(FAMILIES)})")
     group.addoption("--conformance-seed", type=int, default=0, metavar="N",
