@@ -32,14 +32,14 @@ GRADIENTS_NOT_REPEATABLE = "backward passes are not repeatable"
 GRADIENTS_WRONG = "gradients are wrong"
 FLOAT64_UNUSABLE = "float64 is unusable"
 
-# Causes the model's own behaviour establishes: (one sentence, the contract that shows it best).
+# Causes the model's own behaviour establishes: (one sentence, the contract whose failure is the cause).
 CAUSES = {
     NOT_DETERMINISTIC: ("two identical calls in evaluation mode give different numbers (dropout or another random "
                         "operation stays on), so a contract that compares two calls measures that noise",
                         "eval_calls_agree_exactly"),
     GRADIENTS_NOT_REPEATABLE: ("two identical backward passes give different gradients while the forward pass "
                                "repeats: something random runs only while gradients are recorded (MXNet's fused "
-                               "RNN drops out under autograd.record)", "future_tokens_do_not_change_past_gradients"),
+                               "RNN drops out under autograd.record)", ""),  # no contract shows it: every one follows
     GRADIENTS_WRONG: ("the gradients disagree with finite differences of the model's own logits, so a contract "
                       "that compares gradients sees that error first", "encoder_gradient_through_state"),
     FLOAT64_UNUSABLE: ("the float64 build cannot be used (the header says why), so every other contract ran the "
