@@ -157,6 +157,7 @@ def test_one_token_per_call_undeclared_is_one_finding_of_four_contracts(pytester
     run = run_conformance(pytester, "tests.tricky.torch_models:one_token_per_call_undeclared", "--family=transformer")
     ((cause, roots, following),) = findings(run)
     assert cause.startswith("the model raises ValueError: step > 0 takes one token per call, got "), cause
+    assert run.report["findings"][0]["sentence"].endswith("declare it (Declared(model, tokens_per_call=1))")
     assert roots | following == {"chunked_equals_teacher_forced", "decode_twice_from_same_state",
                                  "decode_does_not_mutate_state", "reordered_state_decodes_reordered_examples"}
 
@@ -181,3 +182,21 @@ def test_a_declared_start_id_begins_every_decode(pytester):
     assert declared.failed == {"stepwise_equals_teacher_forced", "greedy_cached_equals_recomputed"}
     reserved = run_conformance(pytester, f"{TORCH}:start_id_not_cached_undeclared", "--family=transformer", "-k", "autoregressive")
     assert reserved.outcome.ret == 0 and reserved.failed == set()
+
+
+def test_only_noise_as_large_as_the_disagreement_explains_it():
+    """A comparison that fails by far more than the calls it made differ from themselves is a bug of its
+    own: a model random at 1e-16 (a GPU's reductions) does not excuse a 1e-3 error."""
+    from types import SimpleNamespace
+
+    from conformance.findings import explain
+    from conformance.harness import ContractFailure
+
+    model = SimpleNamespace(randomness={"decode": 1e-16, "forward": 0.0}, used={"decode"}, precision="float64", note="",
+                            dtype="float64")
+    small = ContractFailure("[decode_twice_from_same_state] not identical", compared=True, measured=2e-16)
+    large = ContractFailure("[stepwise_equals_teacher_forced] error 1e-3", compared=True, measured=1e-3)
+    assert explain("decode_twice_from_same_state", model, small, {}, str(small))[0] == NOT_DETERMINISTIC
+    assert explain("stepwise_equals_teacher_forced", model, large, {}, str(large)) == ("", str(large))
+    model.used = {"forward"}  # the calls that do not repeat were not made
+    assert explain("decode_twice_from_same_state", model, small, {}, str(small)) == ("", str(small))
