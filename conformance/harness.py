@@ -89,7 +89,8 @@ def shape_of(a) -> str:
 
 class CheckedModel:
     def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, vocab: Vocabulary, note: str = "",
-                 canonical_weights: bool = False, tokens_per_call: int | None = None):
+                 canonical_weights: bool = False, weights_id: str | None = None,
+                 tokens_per_call: int | None = None):
         self.adapter = adapter
         self.spec = spec
         self.impl_name = impl_name
@@ -97,6 +98,7 @@ class CheckedModel:
         self.note = note  # why this model runs in a dtype other than the one asked for, if it does
         self.precision = adapter.dtype  # whose tolerances apply: see conformance.precision
         self.canonical_weights = canonical_weights  # holds spec.weights, as its factory declared
+        self.weights_id = weights_id  # or weights of its own, named so (an export and its source)
         self.tokens_per_call = tokens_per_call  # most tokens a decoder call on a decoded state takes (declared)
         # Calls that give other numbers when repeated: {"decode" | "forward" | "gradients": max relative
         # difference of two identical calls} (conformance/repeatability.py); and which of those calls the

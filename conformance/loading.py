@@ -31,6 +31,7 @@ BUILTIN = {
     "tensorflow": "conformance_impls.tensorflow:factory",
     "mxnet": "conformance_impls.mxnet:factory",
     "numpy": "conformance_impls.numpy:factory",  # the executable specification of docs/weights.md
+    "onnxruntime": "conformance_impls.onnxruntime:factory",  # the torch references exported to ONNX (extra [onnx])
 }
 
 
@@ -135,7 +136,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
     if built_on != spec.device:  # an adapter of the user's own: nothing moves it
         return Declined(f"{impl.target} built {spec.family} on {built_on}, not on {spec.device}")
     return CheckedModel(adapter, spec, impl.name, vocab, canonical_weights=declared.canonical_weights,
-                        tokens_per_call=declared.tokens_per_call)
+                        weights_id=declared.weights_id, tokens_per_call=declared.tokens_per_call)
 
 
 def on(spec: ModelSpec) -> str:
