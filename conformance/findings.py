@@ -22,6 +22,7 @@ import dataclasses
 import re
 
 from . import tolerances
+from .spec import FAMILIES
 from .harness import FLOAT64_UNAVAILABLE, CannotJudge, ConformanceError, ContractFailure
 from .repeatability import describe
 
@@ -78,6 +79,8 @@ CONTRACT_CAUSES = {
     "reordered_state_decodes_reordered_examples": "a state reordered along its batch axis does not decode the "
                                                   "reordered examples",
 }
+
+CONTRACTS = list(CONTRACT_CAUSES)  # the order findings and their contracts are listed in
 
 # A failing contract (key), the root of a finding, explains the failure of these in the same model: its
 # cause fails them too. No chains: a contract explained by another is no root itself (the padding contracts
@@ -166,17 +169,18 @@ class Finding:
 
 def collect(results, impl_order=()) -> list[Finding]:
     """The findings of a run's results, causes established by the model first, in --impl order."""
-    failing = [r for r in results if r.outcome in FAILING]
+    impls = list(impl_order)
+    # In one order whatever order the results came in (pytest -n): families as FAMILIES, contracts as listed here.
+    failing = sorted((r for r in results if r.outcome in FAILING), key=lambda r: (
+        position(impls, r.impl), position(FAMILIES, r.family), position(CONTRACTS, r.contract), r.contract, r.nodeid))
     keyed: dict[tuple, list] = {}  # (impl, kind, key) -> results
     for (impl, family), of_model in group(failing, lambda r: (r.impl, r.family)).items():
         for r, key in assign(of_model):
             keyed.setdefault((impl, *key), []).append(r)
-    impls = list(impl_order)
-    contracts = list(dict.fromkeys(r.contract for r in results))  # the report's row order
 
     def order(f: Finding) -> tuple:
-        within = ORDER.index(f.title) if f.kind == "fact" else contracts.index(f.evidence.contract)
-        return impls.index(f.impl) if f.impl in impls else len(impls), KINDS.index(f.kind), within
+        within = ORDER.index(f.title) if f.kind == "fact" else position(CONTRACTS, f.evidence.contract)
+        return position(impls, f.impl), KINDS.index(f.kind), within, f.title
 
     found = sorted((finding(impl, kind, key, rs) for (impl, kind, key), rs in keyed.items()), key=order)
     for f in found:
@@ -243,6 +247,10 @@ def best(results: list, contracts: set):
 
     preferred = [r for r in results if r.contract in contracts] or results
     return min(preferred, key=lambda r: (not r.reproduce, size(r)))
+
+
+def position(order, item) -> int:
+    return order.index(item) if item in order else len(order)
 
 
 def group(items, key) -> dict:

@@ -200,3 +200,11 @@ def test_only_noise_as_large_as_the_disagreement_explains_it():
     assert explain("stepwise_equals_teacher_forced", model, large, {}, str(large)) == ("", str(large))
     model.used = {"forward"}  # the calls that do not repeat were not made
     assert explain("decode_twice_from_same_state", model, small, {}, str(small)) == ("", str(small))
+
+
+def test_pytest_n_gives_the_serial_findings(pytester, repo_on_pythonpath):
+    """Results reach xdist's controller in any order; the findings, their order and evidence do not change."""
+    impls = f"{TORCH}:gru_wrong_float64_gradients_peeks_ahead,{TORCH}:lstm_dropout_in_eval"
+    serial = run_conformance(pytester, impls, "--family=gru,lstm", workers=0)
+    parallel = run_conformance(pytester, impls, "--family=gru,lstm", workers=2)
+    assert len(serial.report["findings"]) == 3 and serial.report["findings"] == parallel.report["findings"]
