@@ -264,7 +264,7 @@ def group(items, key) -> dict:
 
 def summary(findings: list[Finding]) -> str:
     cases = sum(len(f.results) for f in findings)
-    return f"FINDINGS: {len(findings)} cause{'s' if len(findings) != 1 else ''} of the {cases} failed contract case{'s' if cases != 1 else ''}"
+    return f"{len(findings)} cause{'s' if len(findings) != 1 else ''} of the {cases} failed contract case{'s' if cases != 1 else ''}"
 
 
 def contract_list(contracts: dict[str, list]) -> str:

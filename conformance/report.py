@@ -186,7 +186,7 @@ class Report:
         console = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
         found = self.findings()
         if found:  # the causes first: one each, with the contracts they explain
-            console.print(findings.summary(found), style="bold", markup=False)
+            console.print(f"FINDINGS: {findings.summary(found)}", style="bold", markup=False)
             for number, finding in enumerate(found, 1):
                 for line in findings.lines(finding, number):
                     console.print(line, markup=False, soft_wrap=True)

@@ -208,3 +208,9 @@ def test_pytest_n_gives_the_serial_findings(pytester, repo_on_pythonpath):
     serial = run_conformance(pytester, impls, "--family=gru,lstm", workers=0)
     parallel = run_conformance(pytester, impls, "--family=gru,lstm", workers=2)
     assert len(serial.report["findings"]) == 3 and serial.report["findings"] == parallel.report["findings"]
+
+
+def test_findings_count_the_outcomes_the_report_counts_as_failing():
+    from conformance import findings, report
+
+    assert findings.FAILING == report.FAILING
