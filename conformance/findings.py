@@ -19,12 +19,13 @@ A contract's failure that no rule explains is a finding of its own: two independ
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from . import tolerances
-from .spec import FAMILIES
 from .harness import FLOAT64_UNAVAILABLE, CannotJudge, ConformanceError, ContractFailure
 from .repeatability import describe
+from .spec import FAMILIES
 
 FAILING = ("crashed", "hung", "error", "failed")  # as conformance.report.FAILING, which imports this module
 
@@ -139,7 +140,9 @@ def unrepeatable(model, exc: BaseException) -> tuple[str, str] | None:
     return NOT_DETERMINISTIC if evaluation_random else GRADIENTS_NOT_REPEATABLE, describe(path, noise)
 
 
-KINDS = ("unusable", "fact", "raises", "contract")  # findings of each kind come in this order
+# Findings of each kind come in this order: the model could not be used; a cause its behaviour showed;
+# an error of the model's own (an exception, bad output, a state it hides); a contract's failure.
+KINDS = ("unusable", "fact", "model", "contract")
 
 
 @dataclasses.dataclass
@@ -184,7 +187,7 @@ def collect(results, impl_order=()) -> list[Finding]:
 
     found = sorted((finding(impl, kind, key, rs) for (impl, kind, key), rs in keyed.items()), key=order)
     for f in found:
-        if f.kind == "raises" and {r.contract for r in f.results} <= SEVERAL_TOKENS_ON_A_DECODED_STATE:
+        if f.kind == "model" and {r.contract for r in f.results} <= SEVERAL_TOKENS_ON_A_DECODED_STATE:
             failed_stepwise = {(r.impl, r.family) for r in failing if r.contract == "stepwise_equals_teacher_forced"}
             if not {(r.impl, r.family) for r in f.results} & failed_stepwise:
                 f.sentence = ("only contracts that feed several tokens to a state that has decoded raise, and one token "
@@ -202,13 +205,13 @@ def assign(results) -> list[tuple[object, tuple[str, str]]]:
         elif r.cause in CAUSES:
             out.append((r, ("fact", r.cause)))
         elif r.cause:
-            out.append((r, ("raises", re.sub(r"\d+", "N", r.cause))))
+            out.append((r, ("model", re.sub(r"\d+", "N", r.cause))))
         else:
             open_.append(r)
     causes = {key for _, (kind, key) in out if kind == "fact"}
     by_contract = group(open_, lambda r: r.contract)
     roots: list[str] = []
-    for contract in sorted(by_contract, key=lambda c: list(FOLLOWS).index(c) if c in FOLLOWS else len(FOLLOWS)):
+    for contract in sorted(by_contract, key=lambda c: position(list(FOLLOWS), c)):
         explained_by = next((root for root in roots if contract in FOLLOWS.get(root, ())), None)
         fact = next((cause for cause in causes if contract in FACT_FOLLOWS.get(cause, ())), None)
         if fact:
@@ -225,7 +228,7 @@ def finding(impl: str, kind: str, key: str, results: list) -> Finding:
     if kind == "fact":
         sentence, shown_by = CAUSES[key]
         return Finding(impl, kind, key, sentence, best(results, {shown_by}), results, frozenset({shown_by}))
-    if kind == "raises":
+    if kind == "model":
         evidence = best(results, set())
         return Finding(impl, kind, evidence.cause, "", evidence, results, frozenset({evidence.contract}))
     if kind == "unusable":
@@ -238,15 +241,8 @@ def finding(impl: str, kind: str, key: str, results: list) -> Finding:
 
 def best(results: list, contracts: set):
     """The evidence: a result of the contract that shows the cause, its smallest case first."""
-    def size(r) -> int:
-        numbers = [int(n) for n in re.findall(r"\d+", r.case)]
-        product = 1
-        for n in numbers:
-            product *= n
-        return product
-
     preferred = [r for r in results if r.contract in contracts] or results
-    return min(preferred, key=lambda r: (not r.reproduce, size(r)))
+    return min(preferred, key=lambda r: (not r.reproduce, math.prod(int(n) for n in re.findall(r"\d+", r.case))))
 
 
 def position(order, item) -> int:
