@@ -53,12 +53,15 @@ class ImplSubject:
     native: Callable | None  # the factory module's greedy_decode, bound to what the factory returned
 
     def loop(self, loop: str) -> Callable:
-        """(src, src_valid_len, steps) -> (batch, steps) tokens by the named loop."""
+        """(src, src_valid_len, steps) -> (batch, steps) tokens by the named loop, from the start id the
+        model declares (Declared(start_tgt_id=...)), else the workload's BOS."""
+        start = self.model.vocab.start
+        bos = workload.BOS if start is None else start
         if loop == "interface":
-            return lambda src, valid, steps: greedy_tokens(self.model, src, valid, workload.BOS, steps)
+            return lambda src, valid, steps: greedy_tokens(self.model, src, valid, bos, steps)
         if self.native is None:
             raise Unavailable(f"{self.name} offers no native loop (its factory's module has no greedy_decode)")
-        return lambda src, valid, steps: self.native(src, valid, workload.BOS, steps)
+        return lambda src, valid, steps: self.native(src, valid, bos, steps)
 
 
 @functools.lru_cache(maxsize=None)
