@@ -1,7 +1,7 @@
 """Decode throughput of any implementation, named as the conformance suite names it.
 
     pytest benchmarks/ --impl=mypkg.models:make_model,torch --benchmark-only
-    BENCH_IMPLS=mypkg.models:make_model asv run --python=same --quick --bench ImplDecode
+    BENCH_IMPLS=mypkg.models:make_model ASV_PYTHONPATH=$PWD asv run --python=same --quick --bench ImplDecode
 
 A name is `torch`, `tensorflow`, `mxnet`, `numpy` or `module:factory`, resolved and built by
 `conformance.loading` (the suite's one resolver), on the workload's spec (workload.py). Three loops,
@@ -44,7 +44,7 @@ from conformance.decoding import InterfaceLoop
 from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
 
 from . import workload
-from .backends import Unavailable, check_root
+from .backends import Unavailable, check_root, factory_output
 
 LOOPS = ("interface-eager", "interface-compiled", "native")
 DEFAULT_LOOPS = ("interface-eager", "native")
@@ -81,14 +81,17 @@ class ImplSubject:
     native: Callable | None  # the factory module's greedy_decode, bound to what the factory returned
 
     def loop(self, loop: str) -> Callable:
-        """(src, src_valid_len, steps) -> (batch, steps) tokens by the named loop; its `how` says what runs
+        """(src, src_valid_len, steps) -> (batch, steps) tokens by the named loop, from the start id the
+        model declares (Declared(start_tgt_id=...)), else the workload's BOS; its `how` says what runs
         ("eager", the framework's compiled form, or the eager fallback and why; "native")."""
+        start = self.model.vocab.start
+        bos = workload.BOS if start is None else start
         loop = LOOP_NAMES.get(loop, loop)
         if loop in ("interface-eager", "interface-compiled"):
             interface = InterfaceLoop(self.model, compiled=loop == "interface-compiled")
 
             def run(src, valid, steps):
-                tokens = interface(src, valid, workload.BOS, steps)
+                tokens = interface(src, valid, bos, steps)
                 run.how = interface.how
                 return tokens
 
@@ -100,7 +103,7 @@ class ImplSubject:
             raise Unavailable(f"{self.name} offers no native loop (its factory's module has no greedy_decode)")
 
         def native(src, valid, steps):
-            return self.native(src, valid, workload.BOS, steps)
+            return self.native(src, valid, bos, steps)
 
         native.how = "native"
         return native
@@ -139,19 +142,14 @@ def on_device(model, call: Callable) -> Callable:
     return scoped
 
 
-def factory_output(model) -> object:
-    """What the factory returned: a bridge keeps the framework model it wrapped as `.model`; an
-    adapter of the user's own is what the factory returned."""
-    adapter = model.adapter
-    return adapter.model if type(adapter).__module__.startswith("conformance.bridges.") else adapter
-
-
 def impl_call(name, family, device, batch, loop, steps) -> Callable[[], np.ndarray]:
     """A no-argument call decoding the workload's source by `loop`, warmed up at this shape; its
     `warmup_seconds`, the first call's (tracing, compiling), are never timed as decoding, and its `how`
     says what the loop runs (a compiled loop that fell back to eager says so, and why)."""
-    run = impl_subject(name, family, device).loop(loop)
+    subject = impl_subject(name, family, device)
+    run = subject.loop(loop)
     src, valid = workload.source(batch)
+    src = src % subject.model.vocab.src_size  # a model that declared a smaller vocabulary gets ids it has
     start = time.perf_counter()
     tokens = run(src, valid, steps)  # warm-up: tracing, compilation, caches, at the timed shape
     warmup_seconds = time.perf_counter() - start

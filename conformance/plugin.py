@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from _pytest.outcomes import OutcomeException
 
-from . import bridges, canonical, golden, harness, loading, tolerances
+from . import bridges, canonical, findings, golden, harness, loading, tolerances
 from .assertions import Check
 from .faults import Faults, crash_summary
 from .report import FAILING, ImplInfo, Report, Result
@@ -130,7 +130,7 @@ class ConformanceSession:
             pytest.skip(built.reason)
         if isinstance(built, loading.Broken):
             pytest.fail(f"{impl.name}, built from canonical weights: {built.reason}", pytrace=False)
-        if not built.canonical_weights:
+        if not (built.canonical_weights or built.weights_id):
             pytest.skip(f"{impl.name} does not declare that it loads canonical weights "
                         "(spec.weights; docs/weights.md says how)")
         return built
@@ -216,7 +216,7 @@ class ConformanceSession:
         self.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
         result.outcome = "crashed"
         result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
-        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed, self.reference.name, self.device))}"
+        report.longrepr = f"{result.message}\n  reproduce: {reproduce_line(crashitem, result.impl, self.seed, self.reference.name, self.device)}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
         self.report.crashes.append(f"{crashitem}: {what}")
 
@@ -261,7 +261,7 @@ def read_id_file(path) -> list[str]:
 def pytest_addoption(parser):
     group = parser.getgroup("conformance", "seq2seq Encoder-Decoder conformance")
     group.addoption("--impl", action="append", default=[], metavar="NAME",
-                    help="implementation(s) under test: torch, tensorflow, mxnet, numpy or module:factory; comma-separated or repeated")
+                    help="implementation(s) under test: torch, tensorflow, mxnet, onnxruntime, numpy or module:factory; comma-separated or repeated")
     group.addoption("--family", action="append", default=[], metavar="FAMILY",
                     help=f"restrict to these families (default all: {', '.join(FAMILIES)})")
     group.addoption("--conformance-seed", type=int, default=0, metavar="N",
@@ -426,7 +426,9 @@ def is_contract(item) -> bool:
 @pytest.fixture
 def model(request):
     impl_name, family = request.param
-    return session_of(request.config).model(impl_name, family)
+    built = session_of(request.config).model(impl_name, family)
+    built.used.clear()  # the calls this contract makes (conformance/findings.py)
+    return built
 
 
 @pytest.fixture
@@ -444,7 +446,14 @@ def canonical_pair(request, model):
     if model.impl_name == session.reference.name:
         pytest.skip(f"{model.impl_name} is the reference (--reference={session.reference.name})")
     own = session.canonical(session.impl(model.impl_name), model.family, model.dtype)
-    return own, session.canonical(session.reference, model.family, "float64", device="cpu")
+    reference = session.canonical(session.reference, model.family, "float64", device="cpu")
+    if (own.weights_id, own.canonical_weights) != (reference.weights_id, reference.canonical_weights):
+        pytest.skip(f"{own.impl_name} holds {weights_held(own)}, the reference {reference.impl_name} {weights_held(reference)}")
+    return own, reference
+
+
+def weights_held(model: harness.CheckedModel) -> str:
+    return "the canonical weights" if model.canonical_weights else f"the weights {model.weights_id!r} (Declared weights_id)"
 
 
 @pytest.fixture
@@ -453,6 +462,8 @@ def golden_pair(request, model):
     session = session_of(request.config)
     weights = str(golden.weights_path(model.family))
     own = session.canonical(session.impl(model.impl_name), model.family, model.dtype, weights, **golden.SIZES)
+    if not own.canonical_weights:
+        pytest.skip(f"{own.impl_name} holds {weights_held(own)}, not the golden canonical weights")
     return own, golden.load(model.family)
 
 
@@ -542,16 +553,18 @@ def pytest_runtest_makereport(item, call):
         return report
     impl_name, family = item.callspec.params["model"]
     excinfo = call.excinfo
+    cause = ""
     if report.failed and excinfo is not None:
         line = verdict_line(item, excinfo, session)
         if line:
+            cause, line = findings.explain(contract_of(item), item.funcargs.get("model"), excinfo.value, item.callspec.params, line)
             again = excinfo.errisinstance(harness.UnusableAsBefore)
             report.longrepr = line if again else f"{line}\n  reproduce: {reproduce(item, session)}"
     if excinfo is not None and excinfo.errisinstance(Hung):
         session.faults.record(f"{impl_name}/{family}", f"not run: {impl_name}-{family} hung in {contract_of(item)} ({excinfo.value})")
     if call.when == "call" or report.outcome != "passed":
         # Carried on the report, so an xdist worker's results reach the controller (pytest_runtest_logreport).
-        report.user_properties.append((RESULT, dataclasses.asdict(result_of(item, report, excinfo, session))))
+        report.user_properties.append((RESULT, dataclasses.asdict(result_of(item, report, excinfo, session, cause))))
         report.user_properties.append((IMPL_INFO, dataclasses.asdict(session.report.impls[impl_name])))
     return report
 
@@ -572,14 +585,46 @@ def verdict_line(item, excinfo, session) -> str:
 
 
 def reproduce(item, session) -> str:
-    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name,
-                                     session.device))
+    return reproduce_line(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name,
+                          session.device)
+
+
+# Environment variables that decide what the model is or what it computes, carried into reproduce lines
+# where set. Not PYTHONPATH and the like: paths name one machine, and the line reruns from where it ran.
+MODEL_ENVIRONMENT = {
+    "TF_USE_LEGACY_KERAS": "tf.keras is Keras 2 (tf_keras) under 1, Keras 3 otherwise",
+    "KERAS_BACKEND": "the framework Keras 3 runs on",
+    "TF_ENABLE_ONEDNN_OPTS": "TensorFlow's oneDNN kernels, which round differently",
+    "TF_DETERMINISTIC_OPS": "deterministic TensorFlow kernels",
+    "TF_CUDNN_DETERMINISTIC": "deterministic cuDNN kernels under TensorFlow",
+    "CUBLAS_WORKSPACE_CONFIG": "deterministic cuBLAS, which torch's deterministic algorithms need",
+    "NVIDIA_TF32_OVERRIDE": "TF32 matrix products on NVIDIA GPUs",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "TF32 matrix products in torch",
+    "MXNET_ENGINE_TYPE": "MXNet's engine (NaiveEngine runs operators synchronously)",
+    "MXNET_SUBGRAPH_BACKEND": "MXNet's graph rewrites (fused operators round differently)",
+    "OMP_NUM_THREADS": "threads per framework where --conformance-threads is not given (the order of sums)",
+}
+GPU_ENVIRONMENT = {"CUDA_VISIBLE_DEVICES": "which GPU --device=cuda:N names"}
+
+
+def model_environment(device: str = DEFAULT_DEVICE) -> dict[str, str]:
+    """{name: value} of every variable of MODEL_ENVIRONMENT (and, on a GPU, GPU_ENVIRONMENT) that is set."""
+    names = [*MODEL_ENVIRONMENT, *(GPU_ENVIRONMENT if device != "cpu" else ())]
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def reproduce_line(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE,
+                   device: str = DEFAULT_DEVICE) -> str:
+    """The shell command that reruns one contract: the environment that decides what the model is, then
+    `reproduce_args`."""
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in model_environment(device).items()]
+    return " ".join([*assignments, shlex.join(reproduce_args(nodeid, impl_name, seed, reference, device))])
 
 
 def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE,
                    device: str = DEFAULT_DEVICE) -> list[str]:
-    """The command that reruns one contract as printed, from the directory pytest was started in: the
-    contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
+    """The pytest command that reruns one contract as printed, from the directory pytest was started in:
+    the contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
     Node ids depend on the rootdir; the contract modules are always this package's."""
     path, sep, test = nodeid.partition("::")
     module = pathlib.Path(__file__).resolve().parent / pathlib.Path(path).name
@@ -590,7 +635,7 @@ def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFA
             + ([f"--device={device}"] if device != DEFAULT_DEVICE else []))
 
 
-def result_of(item, report, excinfo, session) -> Result:
+def result_of(item, report, excinfo, session, cause: str = "") -> Result:
     impl_name, family = item.callspec.params["model"]
     case = item.callspec.params.get("case")
     if hasattr(report, "wasxfail"):
@@ -619,6 +664,7 @@ def result_of(item, report, excinfo, session) -> Result:
         message=message,
         duration=round(report.duration, 4),
         reproduce=reproduce(item, session) if outcome in FAILING else "",
+        cause=cause if outcome in FAILING else "",
     )
 
 
