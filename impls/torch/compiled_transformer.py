@@ -20,6 +20,7 @@ tests/test_decoding_torch.py checks its tokens against `Decoder.forward`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -189,7 +190,10 @@ def greedy_graph(w: Weights, src, valid_lens, bos, steps: int):
     return while_loop(more, step, (start, tokens, src.new_zeros(batch, steps)))[2]
 
 
-_compiled = torch.compile(greedy_graph, fullgraph=True, dynamic=False, options=OPTIONS)
+@functools.cache
+def _compiled():
+    """greedy_graph under torch.compile, made on first use: importing this module costs no compiler import."""
+    return torch.compile(greedy_graph, fullgraph=True, dynamic=False, options=OPTIONS)
 
 
 class GreedyGraph:
@@ -217,11 +221,11 @@ class GreedyGraph:
         bos = torch.tensor(bos, device=src.device)
         if key in GreedyGraph.status:
             with torch.inference_mode():  # compiled under it (while_loop has no autograd)
-                return _compiled(w, src, valid_lens, bos, steps)
+                return _compiled()(w, src, valid_lens, bos, steps)
         start = time.perf_counter()
         try:
             with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):  # a new shape
-                tokens = _compiled(w, src, valid_lens, bos, steps)
+                tokens = _compiled()(w, src, valid_lens, bos, steps)
         except torch._dynamo.exc.TorchDynamoException as exc:  # not an error of the decode: compiling failed
             reason = f"torch.compile failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
             warnings.warn(f"impls.torch decodes the Transformer eagerly at {key}: {reason}", RuntimeWarning, stacklevel=3)
