@@ -114,9 +114,14 @@ def on_device(method):
 
 
 class TensorFlowAdapter:
-    """Runs the model eagerly, exactly as written. Measured on the suite (2 cores), wrapping the calls in
-    tf.function(reduce_retracing=True) was slower overall (retracing per shape and state structure
-    outweighs the faster calls) and would run a model's Python side effects only while tracing."""
+    """Runs the model eagerly, exactly as written, unless the model says its calls may be traced (a
+    true `traceable` attribute, as the TensorFlow references have): its encoder, init_state, decoder,
+    forward and gradient calls then run as tf.function graphs, one per call kind, shapes relaxed after
+    a second trace (reduce_retracing). Eager Keras pays milliseconds of dispatch per layer and time
+    step; on the suite's tiny models a graph call is ~20x cheaper, and the few traces per model pay
+    after a dozen calls. Not for a model that does not say so: a Python side effect runs only while
+    tracing, and eager-only code (.numpy(), Python branches on values) would not trace. The decoding
+    loops below (greedy_tokens, the benchmarks' eager loop) stay eager either way."""
 
     backend = "tensorflow"
 
@@ -136,6 +141,7 @@ class TensorFlowAdapter:
             # Keras fixes a layer's dtype policy and variables when it is built; they cannot be recast.
             raise Unsupported(f"the model computes in {sorted(built_in)}, not {spec.dtype}: build it under that dtype policy")
         self.model = model
+        self.traced = {} if getattr(model, "traceable", False) is True else None  # call kind -> HotCall
         self.dtype = spec.dtype
         self.device = spec.device
         self.device_scope = device_scope(spec.device)  # every call below runs under it
@@ -154,18 +160,35 @@ class TensorFlowAdapter:
     def _tokens(self, a) -> tf.Tensor:
         return tf.constant(np.asarray(a), dtype=tf.int64)  # int64 keeps every id as given, out of range ones too
 
+    def _run(self, call, *args):
+        """`call(*args)`: eagerly, or through its HotCall where the model is traceable."""
+        if self.traced is None:
+            return call(*args)
+        if call.__name__ not in self.traced:
+            self.traced[call.__name__] = HotCall(call)
+        return self.traced[call.__name__](*args)
+
+    def _encode(self, src, valid):
+        return self.model.encoder(src, valid, training=False)
+
+    def _init_state(self, enc_outputs, valid):
+        # A plain method, not a Keras call, so there is no training flag to pass: layers default to inference.
+        return self.model.decoder.init_state(enc_outputs, valid)
+
+    def _decode(self, tgt, state):
+        return self.model.decoder(tgt, state, training=False)
+
     @on_device
     def encode(self, src, src_valid_len):
-        return self.model.encoder(self._tokens(src), self._tokens(src_valid_len), training=False)
+        return self._run(self._encode, self._tokens(src), self._tokens(src_valid_len))
 
     @on_device
     def init_state(self, enc_outputs, src_valid_len):
-        # A plain method, not a Keras call, so there is no training flag to pass: layers default to inference.
-        return self.model.decoder.init_state(enc_outputs, self._tokens(src_valid_len))
+        return self._run(self._init_state, enc_outputs, self._tokens(src_valid_len))
 
     @on_device
     def decode(self, tgt, state):
-        logits, state = self.model.decoder(self._tokens(tgt), state, training=False)
+        logits, state = self._run(self._decode, self._tokens(tgt), state)
         return logits.numpy(), state
 
     @on_device
@@ -280,13 +303,13 @@ class TensorFlowAdapter:
 
         return loop
 
-    def _forward(self, src, tgt, src_valid_len):
-        out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len), training=False)
+    def _forward(self, src, tgt, valid):
+        out = self.model(src, tgt, valid, training=False)
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
 
     @on_device
     def forward(self, src, tgt, src_valid_len):
-        return self._forward(src, tgt, src_valid_len).numpy()
+        return self._run(self._forward, self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len)).numpy()
 
     def to_numpy(self, tree):
         return tree_map(lambda x: np.array(x) if is_native(x) else x, unwrapped(tree))
@@ -295,21 +318,26 @@ class TensorFlowAdapter:
     def from_numpy(self, tree):
         return tree_map(lambda x: tf.constant(x) if isinstance(x, np.ndarray) else x, tree)
 
+    def _gradients(self, src, tgt, valid, cotangent):
+        with tf.GradientTape() as tape:
+            logits = self._forward(src, tgt, valid)
+            loss = tf.reduce_sum(logits * tf.cast(cotangent, logits.dtype))
+        grads = tape.gradient(loss, self.params)
+        # An embedding's gradient arrives as IndexedSlices.
+        return tf.nest.map_structure(lambda g: None if g is None else tf.convert_to_tensor(g), grads)
+
     @on_device
     def gradients(self, src, tgt, src_valid_len, cotangent):
-        with tf.GradientTape() as tape:
-            logits = self._forward(src, tgt, src_valid_len)
-            loss = tf.reduce_sum(logits * tf.constant(cotangent, logits.dtype))
-        params = self.params
-        grads = tape.gradient(loss, params)
-        return {part: {name: self._dense(grads[part][name], v) for name, v in named.items()} for part, named in params.items()}
+        grads = self._run(self._gradients, self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len),
+                          tf.constant(cotangent))
+        return {part: {name: self._dense(grads[part][name], v) for name, v in named.items()} for part, named in self.params.items()}
 
     @staticmethod
     def _dense(grad, variable) -> np.ndarray:
         # Zeros by hand: UnconnectedGradients.ZERO fails on Keras 3 variables, whose dtype is a string.
         if grad is None:
             return np.zeros(variable.shape, tf.as_dtype(variable.dtype).as_numpy_dtype)
-        return tf.convert_to_tensor(grad).numpy()  # an embedding's gradient arrives as IndexedSlices
+        return grad.numpy()
 
     def get_weights(self):
         return {part: {name: v.numpy().copy() for name, v in named.items()} for part, named in self.params.items()}
@@ -319,6 +347,51 @@ class TensorFlowAdapter:
         for part, named in weights.items():
             for name, value in named.items():
                 params[part][name].assign(np.asarray(value))
+
+
+class HotCall:
+    """A call of a traceable model, run eagerly until it has been made `HOT` times with arguments of one
+    structure, then as a tf.function traced once for every shape seen so far: a dimension that differed
+    between those calls (batch, length, cache) is left unknown. A trace costs ~10 eager calls (measured on
+    the references), so a call made a few times (a model built for one contract) never pays for one. Where
+    the trace fails, the call stays eager; an error of the traced call itself is the model's, as eagerly."""
+
+    HOT = 8
+
+    def __init__(self, call):
+        self.call = call
+        self.traced = tf.function(call, reduce_retracing=True, autograph=False)
+        self.seen: dict[str, list] = {}  # structure -> argument shapes of its eager calls; None once traced
+        self.eager: set[str] = set()  # structures whose trace failed
+
+    def __call__(self, *args):
+        structure = repr(tf.nest.map_structure(lambda x: (x.dtype.name, x.shape.rank) if tf.is_tensor(x) else x, args))
+        shapes = self.seen.setdefault(structure, [])
+        if shapes is None:
+            return self.traced(*args)
+        if structure not in self.eager and len(shapes) >= self.HOT:
+            try:
+                self.traced.get_concrete_function(*tf.nest.map_structure(spec_of(shapes), args, *shapes))
+            except Exception:
+                self.eager.add(structure)
+            else:
+                self.seen[structure] = None
+                return self.traced(*args)
+        if structure not in self.eager:
+            shapes.append(tf.nest.map_structure(lambda x: x.shape if tf.is_tensor(x) else x, args))
+        return self.call(*args)
+
+
+def spec_of(shapes):
+    """f(argument, *its shapes in earlier calls): its TensorSpec with the dimensions that differed unknown."""
+
+    def spec(x, *seen):
+        if not tf.is_tensor(x):
+            return x
+        dims = [d if all(s[i] == d for s in seen) else None for i, d in enumerate(x.shape)]
+        return tf.TensorSpec(dims, x.dtype)
+
+    return spec
 
 
 def _first_line(exc, limit=200) -> str:

@@ -4,6 +4,8 @@ import math
 import keras
 import tensorflow as tf
 
+from .d2l import Layer
+
 
 def key_mask(valid_lens, num_keys):
     """(batch, 1, 1, num_keys) boolean mask: True where a key lies within its valid length."""
@@ -25,7 +27,7 @@ def masked_softmax(scores, mask):
     return tf.nn.softmax(tf.where(mask, scores, tf.constant(-math.inf, scores.dtype)), axis=-1)
 
 
-class AdditiveAttention(keras.layers.Layer):
+class AdditiveAttention(Layer):
     """score(q, k) = w_v . tanh(W_q q + W_k k). Keys are projected once, by `project_keys`."""
 
     def __init__(self, num_hiddens, dropout=0.0, **kwargs):
@@ -45,7 +47,7 @@ class AdditiveAttention(keras.layers.Layer):
         return tf.squeeze(tf.matmul(weights[:, None, :], values), 1)
 
 
-class MultiHeadAttention(keras.layers.Layer):
+class MultiHeadAttention(Layer):
     """Scaled dot-product attention over `num_heads` heads, keys and values given already projected."""
 
     def __init__(self, num_hiddens, num_heads, dropout=0.0, **kwargs):

@@ -6,10 +6,10 @@ import numpy as np
 import tensorflow as tf
 
 from .attention import MultiHeadAttention, causal_mask, key_mask
-from .d2l import Decoder, Embedding, Encoder
+from .d2l import Decoder, Embedding, Encoder, Layer
 
 
-class PositionalEncoding(keras.layers.Layer):
+class PositionalEncoding(Layer):
     """P[i, 2j] = sin(i / 10000^(2j/d)), P[i, 2j+1] = cos(...); `start` offsets a cached step."""
 
     def __init__(self, num_hiddens, dropout, max_len, **kwargs):
@@ -25,7 +25,7 @@ class PositionalEncoding(keras.layers.Layer):
         return self.dropout(X + self.P[start : start + tf.shape(X)[1]])
 
 
-class PositionWiseFFN(keras.layers.Layer):
+class PositionWiseFFN(Layer):
     def __init__(self, num_hiddens, ffn_num_hiddens, **kwargs):
         super().__init__(**kwargs)
         self.dense1 = keras.layers.Dense(ffn_num_hiddens, activation="relu")
@@ -35,7 +35,7 @@ class PositionWiseFFN(keras.layers.Layer):
         return self.dense2(self.dense1(X))
 
 
-class AddNorm(keras.layers.Layer):
+class AddNorm(Layer):
     def __init__(self, dropout, **kwargs):
         super().__init__(**kwargs)
         self.dropout = keras.layers.Dropout(dropout)
@@ -79,7 +79,7 @@ class CrossAttention(MultiHeadAttention):
         return super().call(self.split_heads(self.W_q(X)), kv[0], kv[1], attn_mask)
 
 
-class TransformerEncoderBlock(keras.layers.Layer):
+class TransformerEncoderBlock(Layer):
     def __init__(self, num_hiddens, ffn_num_hiddens, num_heads, dropout, **kwargs):
         super().__init__(**kwargs)
         self.attention = SelfAttention(num_hiddens, num_heads, dropout)
@@ -110,7 +110,7 @@ class TransformerEncoder(Encoder):
         return X
 
 
-class TransformerDecoderBlock(keras.layers.Layer):
+class TransformerDecoderBlock(Layer):
     def __init__(self, num_hiddens, ffn_num_hiddens, num_heads, dropout, **kwargs):
         super().__init__(**kwargs)
         self.self_attention = SelfAttention(num_hiddens, num_heads, dropout)
