@@ -186,6 +186,20 @@ class ConformanceSession:
         info.dtypes.update(value["dtypes"])
         info.unusable.update(value["unusable"])
 
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config, log):
+        """-n N: each model's contracts in one worker (conformance/scheduling.py); another --dist than
+        xdist's default `load` is kept."""
+        if config.getvalue("dist") != "load":
+            return None
+        from .scheduling import ByModel
+
+        return ByModel(config, log, self.model_of)
+
+    def model_of(self, nodeid: str) -> str | None:
+        result = self.result_from_nodeid(nodeid)
+        return f"{result.impl}-{result.family}" if result else None
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
         node.workerinput[FAULTS_DIR] = str(self.faults.dir)
