@@ -21,3 +21,25 @@ class ByModel(LoadScopeScheduling):
 
     def _split_scope(self, nodeid: str) -> str:
         return self.model_of(nodeid) or nodeid
+
+    def _reschedule(self, node) -> None:
+        # A worker that replaces a crashed one gets work once it has collected: xdist 3.8's load-scope
+        # scheduling hands it work before, when a second replacement finishes collecting first (KeyError).
+        if node in self.registered_collections:
+            super()._reschedule(node)
+
+    def remove_node(self, node) -> str | None:
+        """xdist 3.8's, except that the test a worker crashed in is not queued again with the rest of its
+        scope (it would run a second time); as under `--dist load`, it is reported once, as the crash."""
+        workload = self.assigned_work.pop(node)
+        pending = [nodeid for work_unit in workload.values() for nodeid, done in work_unit.items() if not done]
+        if not pending:
+            return None
+        crashitem = pending[0]
+        for work_unit in workload.values():
+            if crashitem in work_unit:
+                work_unit[crashitem] = True
+        self.workqueue.update({scope: unit for scope, unit in workload.items() if not all(unit.values())})
+        for other in self.assigned_work:
+            self._reschedule(other)
+        return crashitem
