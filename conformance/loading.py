@@ -20,8 +20,9 @@ import numpy as np
 
 from .bridges import as_adapter, building_on, seed_frameworks
 from .harness import CheckedModel, ConformanceError, one_line
-from .inputs import Batch, Vocabulary
+from .inputs import Case, Vocabulary, random_batch
 from .precision import effective_precision
+from .sources import source_of
 from .spec import Declared, ModelSpec, Unsupported, device_name
 
 BUILTIN = {
@@ -117,6 +118,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         return Declined(f"{impl.target} returned None for {spec.family}/{spec.dtype}")
     try:
         vocab = declared_vocabulary(spec, declared)
+        source = source_of(spec, vocab, declared.encoder_lengths, declared.fixed_src_steps)
     except ValueError as exc:
         return Broken(f"{impl.target} declared {exc}")
     try:
@@ -130,7 +132,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         built_on = device_name(built_on)
     if built_on != spec.device:  # an adapter of the user's own: nothing moves it
         return Declined(f"{impl.target} built {spec.family} on {built_on}, not on {spec.device}")
-    return CheckedModel(adapter, spec, impl.name, vocab, canonical_weights=declared.canonical_weights)
+    return CheckedModel(adapter, spec, impl.name, vocab, source, canonical_weights=declared.canonical_weights)
 
 
 def on(spec: ModelSpec) -> str:
@@ -155,8 +157,7 @@ def declared_vocabulary(spec: ModelSpec, declared: Declared) -> Vocabulary:
 
 def smoke_test(model: CheckedModel) -> str:
     """'' if a tiny decode runs and returns logits in the model's dtype, else what went wrong."""
-    src, tgt = (int(model.vocab.ordinary(side)[0]) for side in ("src", "tgt"))
-    batch = Batch(np.full((2, 3), src, np.int64), np.array([3, 2], np.int64), np.full((2, 2), tgt, np.int64))
+    batch = random_batch(np.random.default_rng(0), model, Case(2, 3, 2))
     try:
         logits = model.teacher_forced(batch)
     except ConformanceError as exc:
