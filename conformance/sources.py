@@ -87,7 +87,7 @@ class Source:
 
     def needs_any_width(self, what: str) -> None:
         if self.fixed_steps:
-            raise NotApplicable(f"the model takes sources of exactly {self.fixed_steps} steps "
+            raise NotApplicable(f"the model takes sources of exactly {self.fixed_steps} {self.kind == 'frames' and 'frames' or 'steps'} "
                                 f"(Declared(fixed_src_steps={self.fixed_steps})), and {what} needs other widths")
 
     def encoder_lengths_of(self, lengths) -> np.ndarray:
@@ -142,9 +142,16 @@ class Source:
         return float32_values(3 * rng.standard_normal(shape) + 1)
 
     # What the contracts do to a source.
+    def padding_steps(self, steps: int) -> int:
+        """How much padding the extra-padding contract adds to a source of `steps`: 3 token columns; frames
+        up to the next multiple of 8 (1 to 8 frames). The cases' widths are odd and never multiples of 4,
+        so one of the two widths is a multiple of 2, 4 and 8 and the other is not: lengths computed from
+        the padded width, right at one of them only, then differ."""
+        return 3 if self.kind == "tokens" else 8 - steps % 8
+
     def extra_steps(self, steps: int) -> int:
-        """How many steps of padding to add to a source of `steps`: 3, or more until the declared encoder
-        length changes, so that the encoder outputs' time axis shows."""
+        """How many steps of padding make a source of `steps` show the encoder outputs' time axis: 3, or
+        more until the declared encoder length changes."""
         extra = 3
         while extra < 64 and self.encoder_lengths_of([steps + extra]) == self.encoder_lengths_of([steps]):
             extra += 1

@@ -14,6 +14,7 @@ from conformance.spec import FAMILIES, Declared, ModelSpec
 M = pytest.importorskip("impls.mxnet")
 mx = import_mxnet()
 from impls.mxnet.canonical import export_canonical, load_canonical  # noqa: E402
+from tests.conformance_run import family_params  # noqa: E402
 
 STEPS = 10  # greedy tokens compared per example
 
@@ -39,7 +40,7 @@ def batch(seed=3):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_params("mxnet"))
 def test_round_trip(family, dtype, weight_files):
     """The factory declares the weights, holds them in the model's dtype, and gives them back exactly
     (files hold float32 values, which both dtypes represent exactly)."""
@@ -78,7 +79,7 @@ def test_missing_and_leftover_weights_raise_and_change_nothing(family):
     assert all(np.array_equal(after[n], v) for n, v in before.items())
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_params("mxnet"))
 def test_graphs_already_run_see_weights_loaded_later(family, weight_files):
     """Loading writes into the parameters in place: the hybridized d2l blocks and decoding.py's step
     graphs (static_alloc, traced on the old weights) compute with the new ones, like a fresh model."""
@@ -118,7 +119,7 @@ BOUND = {"float64": 1e-12, "float32": 1e-5}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_params("mxnet"))
 def test_same_weights_give_torch_logits_and_tokens(family, dtype, weight_files):
     torch_model, mx_model = pair(family, dtype, weight_files)
     src, tgt, valid = batch()

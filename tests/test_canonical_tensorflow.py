@@ -16,6 +16,7 @@ from conformance.bridges import as_adapter  # noqa: E402
 from conformance.decoding import greedy_tokens  # noqa: E402
 from conformance.spec import FAMILIES, Declared, ModelSpec  # noqa: E402
 from impls.tensorflow.canonical import export_canonical, load_canonical  # noqa: E402
+from tests.conformance_run import family_params  # noqa: E402
 
 ONE_BIAS = ("rnn", "lstm")  # Keras cells with one bias: bias_ih + bias_hh is what survives a round trip
 BOS, STEPS = 1, 12
@@ -41,7 +42,7 @@ def batch(spec, seed=0):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_params("tensorflow"))
 def test_export_of_load_gives_the_weights_back(family, dtype, weights_file):
     path, weights = weights_file[family]
     declared = impls.tensorflow.factory(ModelSpec(family, dtype=dtype, weights=path))
@@ -102,7 +103,7 @@ BOUND = {"float64": 1e-12, "float32": 1e-5}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_params("tensorflow"))
 def test_tensorflow_and_torch_agree_on_canonical_weights(family, dtype, weights_file):
     spec = ModelSpec(family, dtype=dtype, weights=weights_file[family][0])
     theirs, ours = impls.torch.factory(spec), impls.tensorflow.factory(spec)

@@ -6,13 +6,15 @@ import warnings
 import numpy as np
 import pytest
 
-from conformance.spec import FAMILIES, ModelSpec
+from conformance.spec import ModelSpec
 from tests.decoding_inputs import source
 
 M = pytest.importorskip("impls.mxnet")
 
+from tests.conformance_run import family_params  # noqa: E402
 
-@pytest.fixture(scope="module", params=FAMILIES)
+
+@pytest.fixture(scope="module", params=family_params("mxnet"))
 def family_model(request):
     return M.make_model(ModelSpec(request.param))  # float64: ties cannot flip between summation orders
 

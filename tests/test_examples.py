@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from tests.conformance_run import (
-    all_contracts, assert_cross_framework_skipped_as_undeclared, cross_framework_contracts, run_conformance)
+    all_contracts, assert_cross_framework_skipped_as_undeclared, cross_framework_contracts, not_applicable, run_conformance)
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 NEEDS = {"gluon_d2l_gru": "mxnet", "keras2_d2l": "tf_keras"}  # example: framework it needs beyond torch
@@ -29,6 +29,6 @@ def examples():
 def test_example_gets_the_verdict_written_beside_it(pytester, example, factory, family, failures):
     run = run_conformance(pytester, f"examples.{example}:{factory}", f"--family={family}")
     assert run.failed == failures, "\n".join(run.messages())
-    assert run.contracts("passed") == all_contracts() - failures - cross_framework_contracts()
+    assert run.contracts("passed") == all_contracts() - failures - cross_framework_contracts() - not_applicable(family)
     assert_cross_framework_skipped_as_undeclared(run, f"examples.{example}:{factory}")
     assert run.outcome.ret == (1 if failures else 0)

@@ -27,4 +27,5 @@ def test_a_moved_specification_is_reported_by_family_and_size(tmp_path, monkeypa
     save_file(vectors, str(golden.vectors_path("lstm")))
     assert golden.main(["--check"]) == 1
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
-    assert lines["lstm"] == "max relative drift 1.00e-08" and lines["gru"] == "max relative drift 0.00e+00", lines
+    unmoved = float(lines["gru"].removeprefix("max relative drift "))  # this machine's BLAS may round anew
+    assert lines["lstm"] == "max relative drift 1.00e-08" and unmoved <= AGREE["float64"], lines

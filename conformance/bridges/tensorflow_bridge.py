@@ -61,9 +61,9 @@ def variable_names(v) -> tuple[str, str]:
     return v.name.rsplit("/", 1)[-1].split(":")[0], getattr(v, "path", v.name)
 
 
-def named_variables(layer, Layer, prefix: str = "", seen: set | None = None, held: str = "trainable_weights") -> dict:
+def named_variables(layer, Layer, prefix: str = "", seen: set | None = None, which: str = "trainable_weights") -> dict:
     """{attribute path: variable} for every trainable variable of `layer` (every non-trainable one with
-    `held="non_trainable_weights"`: BatchNorm's moving statistics), an instance of the Keras class
+    `which="non_trainable_weights"`: BatchNorm's moving statistics), an instance of the Keras class
     `Layer`, e.g. `blks.0.attention.W_qkv.kernel`.
 
     Keras' own variable paths hold globally numbered layer names (`dense_17`) that differ between two
@@ -87,8 +87,8 @@ def named_variables(layer, Layer, prefix: str = "", seen: set | None = None, hel
     children.update((child.name, child) for child in sublayers if id(child) not in held)
     named = {}
     for name, child in children.items():
-        named.update(named_variables(child, Layer, f"{prefix}{name}.", seen, held))
-    for v in getattr(layer, held):  # what no sublayer claimed is this layer's own
+        named.update(named_variables(child, Layer, f"{prefix}{name}.", seen, which))
+    for v in getattr(layer, which):  # what no sublayer claimed is this layer's own
         if id(v) not in seen:
             seen.add(id(v))
             short, full = variable_names(v)
@@ -227,7 +227,7 @@ class TensorFlowAdapter:
 
     def get_buffers(self):
         """Every non-trainable variable (BatchNorm's moving statistics, a frozen table), each once."""
-        held = parameters_once({part: named_variables(getattr(self.model, part), self.Layer, held="non_trainable_weights").items()
+        held = parameters_once({part: named_variables(getattr(self.model, part), self.Layer, which="non_trainable_weights").items()
                                 for part in ("encoder", "decoder")})
         return {part: {name: v.numpy().copy() for name, v in named.items()} for part, named in held.items()}
 

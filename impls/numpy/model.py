@@ -84,12 +84,13 @@ class NumpySeq2Seq:
 
 
 def source(src, weights: dict):
-    """Token ids as a NumPy array (inputs, never differentiated); frames and images in the namespace of
-    the weights, so that torch autograd runs through the encoder's first layer too."""
+    """Token ids as a NumPy array (inputs, never differentiated); frames and images in the namespace and
+    dtype of the weights, so that torch autograd runs through the encoder's first layer too."""
     src = np.asarray(src)
     if not np.issubdtype(src.dtype, np.floating):
         return src
-    return array_namespace(next(iter(weights.values()))).asarray(src)
+    like = next(iter(weights.values()))
+    return array_namespace(like).asarray(src, dtype=like.dtype)
 
 
 def lengths(src_valid_len):

@@ -4,16 +4,20 @@ Each keeps every contract of the architecture, and each has a property that once
 give a wrong verdict: a parameter shared by encoder, decoder and output layer (BART), a frozen
 position table (Marian, Sockeye), a softmax in float32 inside a float64 model and a padding id
 masked in one pass but not when stepping (OpenNMT-py), one vocabulary for both sides (BART, T5,
-Marian), a key/value cache kept in an object (Hugging Face's `Cache`). `CASES` lists what each
-must get: every contract passed, and what the report says of it.
+Marian), a key/value cache kept in an object (Hugging Face's `Cache`), a speech encoder that does
+not subsample, a speech model that takes one width of source only (an export with static shapes).
+`CASES` lists what each must get: every contract that applies passed, and what the report says of it.
 """
 import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from conformance import Declared, Unsupported, register_state_codec
+from impls import speech_encoder_lengths
 from impls.torch import make_model
+from impls.torch.speech import SpeechEncoder
 from impls.torch.attention import MultiHeadAttention, causal_mask
 from impls.torch.transformer import CrossAttention, SelfAttention, TransformerDecoder, TransformerDecoderBlock
 from tests.broken.torch_models import broken
@@ -182,6 +186,44 @@ def float32_only(spec):
     return make_model(spec)
 
 
+# --- Speech models unlike the reference ---------------------------------------------------------
+
+
+class FramewiseProjection(nn.Linear):
+    """One affine map and a ReLU per frame, in place of the subsampling: the time axis stays as it is."""
+
+    def forward(self, X, valid_lens):
+        return F.relu(super().forward(X)), valid_lens
+
+
+def speech_without_subsampling(spec):
+    """A Transformer over the frames themselves: one encoder position per frame, so nothing to declare."""
+    model = make_model(spec)
+    model.encoder.subsampling = FramewiseProjection(spec.num_features, spec.num_hiddens)
+    return model
+
+
+FIXED_FRAMES = 19
+
+
+class FixedWidthEncoder(SpeechEncoder):
+    """Takes sources of FIXED_FRAMES frames and no other, as an export with static shapes does."""
+
+    def forward(self, X, valid_lens):
+        if X.shape[1] != FIXED_FRAMES:
+            raise ValueError(f"this encoder takes {FIXED_FRAMES} frames, not {X.shape[1]}: pad or cut the features")
+        return super().forward(X, valid_lens)
+
+
+def speech_fixed_width(spec):
+    model = broken(spec, SpeechEncoder=FixedWidthEncoder)
+    return Declared(model, encoder_lengths=speech_encoder_lengths, fixed_src_steps=FIXED_FRAMES)
+
+
+def speech_fixed_width_undeclared(spec):
+    return Declared(speech_fixed_width(spec).model, encoder_lengths=speech_encoder_lengths)
+
+
 # (factory, family, how the report's header begins for it): every contract must pass.
 CASES = [
     ("tied_embeddings", "transformer", "float64"),
@@ -190,4 +232,5 @@ CASES = [
     ("float32_only", "transformer", "float32 (float64 unavailable"),
     ("padding_id_declared", "transformer", "float64"),
     ("object_cache", "transformer", "float64"),
+    ("speech_without_subsampling", "speech", "float64"),
 ]
