@@ -71,11 +71,6 @@ class Source:
     def probe_lengths(self) -> np.ndarray:
         return np.array(PROBE_LENGTHS[self.kind], dtype=np.int64)
 
-    def describe(self) -> str:
-        size = {"tokens": f"{self.vocab_size} ids", "frames": f"{self.example_shape[0]} features",
-                "images": "x".join(map(str, self.example_shape))}[self.kind]
-        return f"{self.kind} ({size}{f', {self.fixed_steps} steps only' if self.fixed_steps else ''})"
-
     # Which contracts apply.
     def needs_lengths(self, what: str) -> None:
         if not self.has_lengths:
