@@ -75,6 +75,9 @@ class Declared:
       never draws them as ordinary tokens, and greedy decoding never chooses them.
     - `canonical_weights`: True when the model holds the weights of `spec.weights` (docs/weights.md).
       The cross-framework contract compares only such models; one that ignores the file is skipped.
+    - `weights_id`: a name for the weights the model holds whatever `spec.weights` says (a checkpoint,
+      a config and seed): an export and the model it came from declare the same one, and the
+      cross-framework contracts compare them (`--reference` names one of them).
     - `encoder_lengths`: for an encoder that changes the time axis (a convolutional subsampling),
       the encoder's output lengths as a function of the source valid lengths, int array in, int
       array out: `lambda n: ((n - 1) // 2 + 1 - 1) // 2 + 1` for two stride-2 convolutions. Default:
@@ -90,6 +93,7 @@ class Declared:
     reserved_src_ids: Sequence[int] = ()
     reserved_tgt_ids: Sequence[int] = ()
     canonical_weights: bool = False
+    weights_id: str | None = None
     # What the source is beyond its kind and the spec's sizes (conformance/sources.py).
     encoder_lengths: Callable[[Any], Any] | None = None
     fixed_src_steps: int | None = None
