@@ -36,12 +36,14 @@ BATCHED = tuple(c for c in CASES if c.batch >= 2)
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
     """The token ids a model has on each side (0..size-1), and those with a special meaning (padding,
-    BOS, EOS) that the suite never draws as ordinary tokens nor lets greedy decoding choose."""
+    BOS, EOS) that the suite never draws as ordinary tokens nor lets greedy decoding choose; `start`,
+    if the model declared one, is the first target token of every decode from a fresh state."""
 
     src_size: int
     tgt_size: int
     reserved_src: frozenset[int] = frozenset()
     reserved_tgt: frozenset[int] = frozenset()
+    start: int | None = None
 
     def size(self, side: str) -> int:
         return self.src_size if side == "src" else self.tgt_size
@@ -49,7 +51,15 @@ class Vocabulary:
     def ordinary(self, side: str) -> np.ndarray:
         """The ids the suite draws on `side`, ascending."""
         ids = np.arange(self.size(side))
-        return ids[~np.isin(ids, list(self.reserved_src if side == "src" else self.reserved_tgt))]
+        special = self.reserved_src if side == "src" else self.reserved_tgt | {self.start}
+        return ids[~np.isin(ids, [i for i in special if i is not None])]
+
+    def started(self, tgt: np.ndarray) -> np.ndarray:
+        """Targets that begin with the start id, where the model declared one (a copy)."""
+        tgt = np.array(tgt, dtype=np.int64)
+        if self.start is not None and tgt.shape[-1]:
+            tgt[..., 0] = self.start
+        return tgt
 
     def greedy(self, logits: np.ndarray) -> np.ndarray:
         """argmax over the last axis, among the ordinary target ids (a decoder never emits padding)."""
@@ -84,9 +94,10 @@ def random_tokens(rng: np.random.Generator, vocab: Vocabulary, side: str, shape)
 
 def random_batch(rng: np.random.Generator, model, case: Case, full_first: bool = True) -> Batch:
     """A source of `model.source`'s kind with ragged valid lengths, and uniform ordinary target tokens of
-    `model.vocab` (`model`: a CheckedModel). The first example fills the source unless told not to."""
+    `model.vocab`, after the start id where the model declared one (`model`: a CheckedModel). The first
+    example fills the source unless told not to."""
     src, lengths = model.source.draw(rng, case, full_first)
-    return Batch(src, lengths, random_tokens(rng, model.vocab, "tgt", (case.batch, case.tgt_steps)))
+    return Batch(src, lengths, model.vocab.started(random_tokens(rng, model.vocab, "tgt", (case.batch, case.tgt_steps))))
 
 
 def other_tokens(rng: np.random.Generator, tokens: np.ndarray, vocab: Vocabulary, side: str) -> np.ndarray:

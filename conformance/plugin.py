@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from _pytest.outcomes import OutcomeException
 
-from . import bridges, canonical, golden, harness, loading, tolerances
+from . import bridges, canonical, findings, golden, harness, loading, tolerances
 from .assertions import Check
 from .faults import Faults, crash_summary
 from .report import FAILING, ImplInfo, Report, Result
@@ -217,7 +217,7 @@ class ConformanceSession:
         self.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
         result.outcome = "crashed"
         result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
-        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed, self.reference.name, self.device))}"
+        report.longrepr = f"{result.message}\n  reproduce: {reproduce_line(crashitem, result.impl, self.seed, self.reference.name, self.device)}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
         self.report.crashes.append(f"{crashitem}: {what}")
 
@@ -427,7 +427,9 @@ def is_contract(item) -> bool:
 @pytest.fixture
 def model(request):
     impl_name, family = request.param
-    return session_of(request.config).model(impl_name, family)
+    built = session_of(request.config).model(impl_name, family)
+    built.used.clear()  # the calls this contract makes (conformance/findings.py)
+    return built
 
 
 @pytest.fixture
@@ -553,16 +555,18 @@ def pytest_runtest_makereport(item, call):
         return report
     impl_name, family = item.callspec.params["model"]
     excinfo = call.excinfo
+    cause = ""
     if report.failed and excinfo is not None:
         line = verdict_line(item, excinfo, session)
         if line:
+            cause, line = findings.explain(contract_of(item), item.funcargs.get("model"), excinfo.value, item.callspec.params, line)
             again = excinfo.errisinstance(harness.UnusableAsBefore)
             report.longrepr = line if again else f"{line}\n  reproduce: {reproduce(item, session)}"
     if excinfo is not None and excinfo.errisinstance(Hung):
         session.faults.record(f"{impl_name}/{family}", f"not run: {impl_name}-{family} hung in {contract_of(item)} ({excinfo.value})")
     if call.when == "call" or report.outcome != "passed":
         # Carried on the report, so an xdist worker's results reach the controller (pytest_runtest_logreport).
-        report.user_properties.append((RESULT, dataclasses.asdict(result_of(item, report, excinfo, session))))
+        report.user_properties.append((RESULT, dataclasses.asdict(result_of(item, report, excinfo, session, cause))))
         report.user_properties.append((IMPL_INFO, dataclasses.asdict(session.report.impls[impl_name])))
     return report
 
@@ -583,14 +587,46 @@ def verdict_line(item, excinfo, session) -> str:
 
 
 def reproduce(item, session) -> str:
-    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name,
-                                     session.device))
+    return reproduce_line(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name,
+                          session.device)
+
+
+# Environment variables that decide what the model is or what it computes, carried into reproduce lines
+# where set. Not PYTHONPATH and the like: paths name one machine, and the line reruns from where it ran.
+MODEL_ENVIRONMENT = {
+    "TF_USE_LEGACY_KERAS": "tf.keras is Keras 2 (tf_keras) under 1, Keras 3 otherwise",
+    "KERAS_BACKEND": "the framework Keras 3 runs on",
+    "TF_ENABLE_ONEDNN_OPTS": "TensorFlow's oneDNN kernels, which round differently",
+    "TF_DETERMINISTIC_OPS": "deterministic TensorFlow kernels",
+    "TF_CUDNN_DETERMINISTIC": "deterministic cuDNN kernels under TensorFlow",
+    "CUBLAS_WORKSPACE_CONFIG": "deterministic cuBLAS, which torch's deterministic algorithms need",
+    "NVIDIA_TF32_OVERRIDE": "TF32 matrix products on NVIDIA GPUs",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "TF32 matrix products in torch",
+    "MXNET_ENGINE_TYPE": "MXNet's engine (NaiveEngine runs operators synchronously)",
+    "MXNET_SUBGRAPH_BACKEND": "MXNet's graph rewrites (fused operators round differently)",
+    "OMP_NUM_THREADS": "threads per framework where --conformance-threads is not given (the order of sums)",
+}
+GPU_ENVIRONMENT = {"CUDA_VISIBLE_DEVICES": "which GPU --device=cuda:N names"}
+
+
+def model_environment(device: str = DEFAULT_DEVICE) -> dict[str, str]:
+    """{name: value} of every variable of MODEL_ENVIRONMENT (and, on a GPU, GPU_ENVIRONMENT) that is set."""
+    names = [*MODEL_ENVIRONMENT, *(GPU_ENVIRONMENT if device != "cpu" else ())]
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def reproduce_line(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE,
+                   device: str = DEFAULT_DEVICE) -> str:
+    """The shell command that reruns one contract: the environment that decides what the model is, then
+    `reproduce_args`."""
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in model_environment(device).items()]
+    return " ".join([*assignments, shlex.join(reproduce_args(nodeid, impl_name, seed, reference, device))])
 
 
 def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE,
                    device: str = DEFAULT_DEVICE) -> list[str]:
-    """The command that reruns one contract as printed, from the directory pytest was started in: the
-    contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
+    """The pytest command that reruns one contract as printed, from the directory pytest was started in:
+    the contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
     Node ids depend on the rootdir; the contract modules are always this package's."""
     path, sep, test = nodeid.partition("::")
     module = pathlib.Path(__file__).resolve().parent / pathlib.Path(path).name
@@ -601,7 +637,7 @@ def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFA
             + ([f"--device={device}"] if device != DEFAULT_DEVICE else []))
 
 
-def result_of(item, report, excinfo, session) -> Result:
+def result_of(item, report, excinfo, session, cause: str = "") -> Result:
     impl_name, family = item.callspec.params["model"]
     case = item.callspec.params.get("case")
     if hasattr(report, "wasxfail"):
@@ -630,6 +666,7 @@ def result_of(item, report, excinfo, session) -> Result:
         message=message,
         duration=round(report.duration, 4),
         reproduce=reproduce(item, session) if outcome in FAILING else "",
+        cause=cause if outcome in FAILING else "",
     )
 
 

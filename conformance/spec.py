@@ -78,6 +78,15 @@ class Declared:
     - `weights_id`: a name for the weights the model holds whatever `spec.weights` says (a checkpoint,
       a config and seed): an export and the model it came from declare the same one, and the
       cross-framework contracts compare them (`--reference` names one of them).
+    How decoding starts and proceeds, where the model has its own rules:
+    - `start_tgt_id`: the id every decode begins with (BART's decoder start 2, Marian's 1). Targets the
+      suite feeds from a fresh state begin with it, greedy decoding starts from it, and it is drawn
+      nowhere else nor chosen by greedy decoding. Default: none; the first target token is drawn.
+    - `tokens_per_call`: the most target tokens one decoder call takes once the state has decoded
+      (OpenNMT-py's cached decoder: 1). The first call from `init_state` still takes the whole target;
+      contracts that need more per call are skipped, saying so, and the others decode on in such
+      pieces. Default: any number.
+    What the source is, beyond its kind and the spec's sizes (conformance/sources.py):
     - `encoder_lengths`: for an encoder that changes the time axis (a convolutional subsampling),
       the encoder's output lengths as a function of the source valid lengths, int array in, int
       array out: `lambda n: ((n - 1) // 2 + 1 - 1) // 2 + 1` for two stride-2 convolutions. Default:
@@ -94,6 +103,8 @@ class Declared:
     reserved_tgt_ids: Sequence[int] = ()
     canonical_weights: bool = False
     weights_id: str | None = None
+    start_tgt_id: int | None = None
+    tokens_per_call: int | None = None
     # What the source is beyond its kind and the spec's sizes (conformance/sources.py).
     encoder_lengths: Callable[[Any], Any] | None = None
     fixed_src_steps: int | None = None

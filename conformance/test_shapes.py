@@ -27,7 +27,7 @@ def batches(draw, model):
     else:  # frames and images from a drawn seed: their values do not decide a shape
         src = source.values(np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed")), batch, src_steps)
     lengths = draw(hnp.arrays(np.int64, (batch,), elements=st.integers(1, src_steps))) if source.has_lengths else None
-    return Batch(src=src, src_valid_len=lengths, tgt=draw(tokens(model.vocab.ordinary("tgt"), tgt_steps)))
+    return Batch(src=src, src_valid_len=lengths, tgt=model.vocab.started(draw(tokens(model.vocab.ordinary("tgt"), tgt_steps))))
 
 
 @settings(max_examples=8, deadline=None, derandomize=True, database=None, report_multiple_bugs=False,
