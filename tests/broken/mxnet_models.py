@@ -35,7 +35,7 @@ def broken(spec, **classes):
     for block in blocks(model):
         if type(block).__name__ in classes:
             block.__class__ = classes[type(block).__name__]
-    hybridize(model)  # rebuilds the graphs cached from the reference classes
+    hybridize(model, spec)  # rebuilds the graphs cached from the reference classes
     return model
 
 
