@@ -59,7 +59,9 @@ def mixed(s):
 
 def speech(s):
     encoder = SpeechEncoder(s.num_hiddens, s.ffn_num_hiddens, s.num_heads, s.num_layers, s.dropout, s.max_len)
-    decoder = SpeechDecoder(s.tgt_vocab, s.num_hiddens, s.ffn_num_hiddens, s.num_heads, s.num_layers, s.dropout, s.max_len)
+    decoder = SpeechDecoder(
+        s.tgt_vocab, s.num_hiddens, s.ffn_num_hiddens, s.num_heads, s.num_layers, s.dropout, s.max_len
+    )
     return encoder, decoder
 
 
@@ -81,24 +83,21 @@ BUILDERS = {
 DTYPES = ("float32", "float64")
 
 
-def tiny_source(spec):
-    """d2l's (enc_X, *args) for a tiny batch of the family's source (conformance/sources.py), in float32."""
+def tiny_source(spec, dtype):
+    """d2l's (enc_X, *args) for a tiny batch of the family's source (conformance/sources.py): token ids
+    with their lengths, frames in `dtype` with theirs, images in `dtype` without any."""
     kind = kind_of(spec.family)
     if kind == "images":
-        return (np.zeros((2, spec.channels, spec.height, spec.width), dtype="float32"),)
-    X = np.zeros((2, 5), dtype="int64") if kind == "tokens" else np.zeros((2, 5, spec.num_features), dtype="float32")
+        return (np.zeros((2, spec.channels, spec.height, spec.width), dtype=dtype),)
+    X = np.zeros((2, 5), dtype="int64") if kind == "tokens" else np.zeros((2, 5, spec.num_features), dtype=dtype)
     return X, np.array([5, 1], dtype="int64")
 
 
 def run_once(model, spec):
     """A forward pass on a tiny batch, which fixes the deferred parameter shapes (and warms the graphs)."""
-    enc_X, *args = tiny_source(spec)
-    model(enc_X.astype(model_dtype(model)) if enc_X.dtype.kind == "f" else enc_X, np.zeros((2, 2), dtype="int64"), *args)
-
-
-def model_dtype(model):
-    """The dtype of the model's parameters (float32 until make_model casts them)."""
-    return next(iter(model.collect_params().values())).dtype
+    dtype = next(iter(model.collect_params().values())).dtype  # float32 until make_model casts the model
+    enc_X, *lengths = tiny_source(spec, dtype)
+    model(enc_X, np.zeros((2, 2), dtype="int64"), *lengths)
 
 
 def make_model(spec):
