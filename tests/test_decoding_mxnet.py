@@ -11,6 +11,7 @@ from tests.decoding_inputs import source
 
 M = pytest.importorskip("impls.mxnet")
 
+from impls.mxnet.decoding import _stepper  # noqa: E402
 from tests.conformance_run import family_params  # noqa: E402
 
 
@@ -21,9 +22,10 @@ def family_model(request):
 
 
 def test_one_graph_serves_every_batch_and_length(family_model):
-    """The step graph is traced once per decoder: no batch size or decode length may be baked in (nor,
-    for speech, a number of encoder positions; images have no lengths)."""
+    """Every family's greedy_decode runs a step graph, traced once per decoder: no batch size or decode
+    length may be baked in (nor, for speech, a number of encoder positions; images have no lengths)."""
     family, model = family_model
+    assert _stepper(model.decoder) is not None, f"{family}: greedy_decode has no step graph, only the readable loop"
     src, valid = source(batch=3, seed=1, family=family)
     for batch, steps in ((3, 9), (1, 4), (3, 2)):
         lengths = None if valid is None else valid[:batch]
