@@ -13,10 +13,12 @@ import tensorflow as tf
 
 from impls.tensorflow import make_model
 from impls.tensorflow.canonical import load_canonical
+from impls.tensorflow.captioning import ConvBlock
 from impls.tensorflow.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.tensorflow.transformer import TransformerDecoder, TransformerDecoderBlock
 from tests.broken.common import (
-    AUTOREGRESSIVE, CROSS_FRAMEWORK, PADDING, OUT_OF_VOCABULARY, converted, fault_factories, reset_and_update_rows_swapped)
+    AUTOREGRESSIVE, CROSS_FRAMEWORK, PADDING, OUT_OF_VOCABULARY, SOURCE_BUGS, converted, fault_factories,
+    reset_and_update_rows_swapped)
 
 
 def layers(layer, seen=None):
@@ -179,6 +181,23 @@ def float32_build_float64_logits(spec):
 
 
 
+# --- Sources that are not token ids (tests/broken/common.py: SOURCE_BUGS) ----------------------
+
+
+class BatchNormAlwaysTraining(ConvBlock):
+    """`self.norm(X, training=True)`, as fine-tuning recipes write to let BatchNorm adapt to new images:
+    Keras then normalises with the batch's statistics whatever the call says, and assigns its moving
+    statistics on every call, inference included. Caught as an image that differs alone and in a batch,
+    and as an evaluation call that changes the model."""
+
+    def call(self, X):
+        return tf.nn.relu(self.norm(self.conv(tf.pad(X, [[0, 0], [1, 1], [1, 1], [0, 0]])), training=True))
+
+
+def captioning_batchnorm_in_training_mode(spec):
+    return broken(spec, ConvBlock=BatchNormAlwaysTraining)
+
+
 # A converter from canonical weights that copies GRU rows (reset, update, new) into Keras' slots
 # (update, reset, new) as they are: a model consistent in itself, which only the cross-framework
 # contracts can tell from the specification.
@@ -195,4 +214,5 @@ CASES = [
         "reordered_state_decodes_reordered_examples",  # from_numpy gives tensors, which have no .assign
         "encoder_gradient_through_state"}),  # tf.Variable(initial_value) passes no gradient back
     ("gru_stop_gradient_handoff", "gru", {"encoder_gradient_through_state"}),
+    ("captioning_batchnorm_in_training_mode", *SOURCE_BUGS["captioning_batchnorm_in_training_mode"]),
 ]
