@@ -27,5 +27,6 @@ def test_a_moved_specification_is_reported_by_family_and_size(tmp_path, monkeypa
     save_file(vectors, str(golden.vectors_path("lstm")))
     assert golden.main(["--check"]) == 1
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
-    unmoved = float(lines["gru"].removeprefix("max relative drift "))  # this machine's BLAS may round anew
-    assert lines["lstm"] == "max relative drift 1.00e-08" and unmoved <= AGREE["float64"], lines
+    drift = {family: float(line.removeprefix("max relative drift ")) for family, line in lines.items()}
+    # Unmoved families drift only by the summation order of this machine's BLAS threads.
+    assert drift["lstm"] == pytest.approx(1e-8, rel=0.01) and drift["gru"] <= AGREE["float64"], lines

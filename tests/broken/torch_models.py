@@ -499,6 +499,35 @@ def speech_cross_attention_ignores_lengths(spec):
     return speech(spec, SpeechDecoder=CrossAttentionOverEveryPosition)
 
 
+class LeaksOnePaddedFrame(ConvSubsampling):
+    def forward(self, X, valid_lens):
+        X = X.transpose(1, 2)
+        for conv in self:
+            t = torch.arange(X.shape[2], device=X.device)
+            # 1 within the length, 1e-6 at the first frame past it (`<=` where `<` was meant, then damped), 0 beyond.
+            keep = (t < valid_lens[:, None]).to(X.dtype) + 1e-6 * (t == valid_lens[:, None]).to(X.dtype)
+            X = F.relu(conv(X * keep[:, None, :]))
+            valid_lens = (valid_lens - 1) // 2 + 1
+        return X.transpose(1, 2), valid_lens
+
+
+def speech_leaks_one_padded_frame_at_a_millionth(spec):
+    return speech(spec, ConvSubsampling=LeaksOnePaddedFrame)
+
+
+class NormalisedOverTheBatch(SpeechEncoder):
+    def forward(self, X, valid_lens):
+        within = (torch.arange(X.shape[1], device=X.device) < valid_lens[:, None])[..., None].to(X.dtype)
+        count = within.sum()
+        mean = (X * within).sum((0, 1)) / count  # over every valid frame of every utterance in the batch
+        std = (((X - mean) * within) ** 2).sum((0, 1)).div(count).sqrt()
+        return super().forward((X - mean) / (std + 1e-5), valid_lens)
+
+
+def speech_normalises_over_the_batch(spec):
+    return speech(spec, SpeechEncoder=NormalisedOverTheBatch)
+
+
 def speech_declares_floor_encoder_lengths(spec):
     return Declared(make_model(spec), encoder_lengths=lambda lengths: lengths // 4)
 
@@ -511,6 +540,16 @@ class CropsFeatures(SpeechEncoder):
 
 def speech_crops_features(spec):
     return speech(spec, SpeechEncoder=CropsFeatures)
+
+
+class CropsChannels(CaptioningEncoder):
+    def forward(self, X):
+        channels = self.cnn[0].conv.in_channels
+        return super().forward(F.pad(X[:, :channels], (0, 0, 0, 0, 0, max(0, channels - X.shape[1]))))
+
+
+def captioning_crops_channels(spec):
+    return broken(spec, CaptioningEncoder=CropsChannels)
 
 
 class BatchStatisticsNorm(nn.BatchNorm2d):
