@@ -1,6 +1,6 @@
 """TensorFlow's fast decoding paths: the preallocated-cache step of the XLA loop against Decoder.call,
-one trace per shape, out-of-range inputs, and images without lengths. That greedy_decode gives the stepwise tokens for every
-family is in test_decoding.py."""
+one trace per shape, out-of-range inputs, and images without lengths. That greedy_decode gives the
+stepwise tokens for every family, speech and captioning included, is in test_decoding.py."""
 import numpy as np
 import pytest
 
