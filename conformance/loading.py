@@ -230,8 +230,11 @@ class ModelCache:
         if isinstance(model, Declined) and isinstance(fallback, Declined):  # the reason once where only the dtype differs
             same = problem.replace("float64", "float32") == fallback_problem
             return Declined(problem if same else f"{problem}; {fallback_problem}")
-        # Usable in neither dtype: an error of the implementation, not a skip, with both reasons.
-        return Broken(f"unusable in float64 ({problem}) and in float32 ({fallback_problem})")
+        # Usable in neither dtype: an error of the implementation, not a skip, with both reasons, and the
+        # source's sizes where a model built for others (80 features, say) fails on what the spec gave it.
+        sizes = model.source.spec_sizes() if isinstance(model, CheckedModel) else ""
+        return Broken(f"unusable in float64 ({problem}) and in float32 ({fallback_problem})"
+                      + (f"; the source it was given: {sizes}" if sizes else ""))
 
     def measured(self, model: CheckedModel):
         """The model, with the calls that do not repeat and then the precision it computes in measured

@@ -183,6 +183,15 @@ class Source:
             resized = np.take(src, np.arange(size - 1), axis=axis)
         return f"{resized.shape[axis]} {name} instead of {size}", resized
 
+    def spec_sizes(self) -> str:
+        """What the spec says this source is, for a model that cannot take it ('' for token ids)."""
+        if self.kind == "frames":
+            return f"frames (batch, frames, {self.example_shape[0]}): spec.num_features={self.example_shape[0]}"
+        if self.kind == "images":
+            c, h, w = self.example_shape
+            return f"images (batch, {c}, {h}, {w}): spec.channels={c}, spec.height={h}, spec.width={w}"
+        return ""
+
     def as_input(self, src: np.ndarray, dtype: str) -> np.ndarray:
         """What an adapter is handed: token ids as they are, float sources in the model's dtype."""
         return src if self.kind == "tokens" else np.asarray(src, dtype=dtype)

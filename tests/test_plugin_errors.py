@@ -111,6 +111,29 @@ def test_declined_family_is_skipped_with_the_reason(pytester, backend):
     assert outcomes == {("gru", "passed"), ("transformer", "skipped")}
 
 
+def test_a_source_the_model_cannot_take_is_skipped_with_its_reason(pytester):
+    """A token model whose factory declines frames and images: those families skip, saying why; the
+    token family runs. Asked only for what it cannot take, the model is unusable (exit 1)."""
+    run = run_conformance(pytester, f"{FAULTY}:token_ids_only", "--family=gru,speech,captioning", "-k", "stepwise", "-rs")
+    assert run.outcome.ret == 0, "\n".join(run.messages())
+    assert {(m["family"], m["outcome"]) for m in run.report["matrix"]} == {
+        ("gru", "passed"), ("speech", "skipped"), ("captioning", "skipped")}
+    run.outcome.stdout.fnmatch_lines(["SKIPPED*declined speech/float64: this model reads token ids, not frames*",
+                                      "SKIPPED*declined captioning/float64: this model reads token ids, not images*"])
+
+
+def test_a_model_built_for_another_feature_count_is_one_clear_error(pytester):
+    """A speech model built for 80 features, given the spec's 8: every contract errors in one line, the
+    first with the model's own error and the sizes of the source it was given."""
+    run = run_conformance(pytester, f"{FAULTY}:built_for_80_features", "--family=speech", "-k", "stepwise or wrong_source")
+    assert run.outcome.ret == 1
+    first, *rest = run.messages()
+    assert "to have 80 channels, but got 8 channels instead" in first, first
+    assert first.endswith("; the source it was given: frames (batch, frames, 8): spec.num_features=8"), first
+    assert rest and all(m.endswith("cannot be used for speech: see its first error") for m in rest), rest
+    assert "Traceback" not in run.output
+
+
 def test_own_adapter_object_passes_every_contract(pytester):
     """Every contract but those that need what the adapter does not offer (get_buffers, an optional
     method) or that do not apply to its source, each skipped with the reason."""
