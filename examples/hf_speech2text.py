@@ -14,8 +14,8 @@ mask comes only after it. So the last encoder positions of an utterance read wha
 valid length, and self-attention spreads that to every position. Zero padding, as the feature
 extractor pads a batch, is no cure: the first convolution's outputs beyond the valid length hold its
 bias, not the zeros the second convolution pads an unpadded utterance with. With these weights, an
-utterance of 13 frames alone and the same with 8 zero frames after it differ by 26% (relative,
-largest encoder output), so a transcript depends on the longest utterance of its batch (fairseq's S2T
+utterance of 13 frames alone and the same with 8 zero frames after it differ by 15% (relative,
+largest encoder output; tests/test_examples.py measures it), so a transcript depends on the longest utterance of its batch (fairseq's S2T
 has the same subsampler). `extra_padding_changes_nothing` and
 `garbage_beyond_valid_length_changes_nothing` fail, the finding naming the cause ("the source beyond
 its valid lengths reaches the encoder's valid outputs"); `encoder_lengths_are_as_declared` passes,

@@ -62,3 +62,25 @@ def test_export_against_its_source(pytester, example, factory, family, failures)
     difference = next(d for d in run.report["differences"] if d["pair"] == [impl, source])
     bound = 1e-10 if difference["dtypes"] == "float64" else 1e-5
     assert (difference["max_relative_difference"] > bound) == ("logits_match_reference" in failures), difference
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
+def test_speech2text_reads_zero_padding_and_masked_subsampling_does_not():
+    """examples/hf_speech2text.py's claim, measured: zero padding, as its feature extractor pads a
+    batch, changes an utterance's encoder outputs (15% for 13 frames and 8 zero frames); masking the
+    padded frames before each convolution leaves them as they were."""
+    import torch
+
+    from conformance import ModelSpec
+    from examples import hf_speech2text
+
+    spec = ModelSpec("speech")
+    torch.manual_seed(1)
+    frames, lengths = torch.randn(1, 13, spec.num_features, dtype=torch.float64), torch.tensor([13])
+    padded = torch.cat([frames, torch.zeros(1, 8, spec.num_features, dtype=torch.float64)], 1)
+    for factory, (low, high) in {"make_model": (0.1, 1.0), "masked_subsampling": (0.0, 1e-13)}.items():
+        encoder = getattr(hf_speech2text, factory)(spec).model.encoder
+        with torch.no_grad():
+            alone, in_batch = encoder(frames, lengths), encoder(padded, lengths)[:, :4]
+        change = ((in_batch - alone).abs().max() / alone.abs().max()).item()
+        assert low <= change <= high, f"{factory}: 8 zero frames changed the encoder outputs by {change:.2e} (relative), expected [{low}, {high}]"
