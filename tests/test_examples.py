@@ -84,3 +84,24 @@ def test_speech2text_reads_zero_padding_and_masked_subsampling_does_not():
             alone, in_batch = encoder(frames, lengths), encoder(padded, lengths)[:, :4]
         change = ((in_batch - alone).abs().max() / alone.abs().max()).item()
         assert low <= change <= high, f"{factory}: 8 zero frames changed the encoder outputs by {change:.2e} (relative), expected [{low}, {high}]"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
+def test_vit_eager_attention_rounds_like_float32_in_a_float64_model():
+    """examples/hf_vision_encoder_decoder.py's cause of float32 tolerances: ViT's eager attention (its
+    softmax in float32) and SDPA differ in float64 by float32 rounding (2.1e-7), not by float64's."""
+    import copy
+
+    import torch
+
+    from conformance import ModelSpec
+    from examples import hf_vision_encoder_decoder
+
+    spec = ModelSpec("captioning")
+    vit = hf_vision_encoder_decoder.vision_encoder_decoder("float64", spec.channels, spec.height, spec.tgt_vocab, spec.max_len).encoder
+    sdpa = copy.deepcopy(vit)
+    sdpa.config._attn_implementation = "sdpa"
+    images = torch.randn(2, spec.channels, spec.height, spec.width, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        difference = (vit(pixel_values=images).last_hidden_state - sdpa(pixel_values=images).last_hidden_state).abs().max().item()
+    assert 1e-9 < difference < 1e-5, f"eager vs sdpa ViT in float64: {difference:.2e}, expected float32 rounding (1e-9, 1e-5)"
