@@ -34,6 +34,7 @@ from . import bridges, canonical, findings, golden, harness, loading, tolerances
 from .assertions import Check
 from .faults import Faults, crash_summary
 from .report import FAILING, ImplInfo, Report, Result
+from .sources import NotApplicable
 from .spec import FAMILIES, ModelSpec, device_name
 
 STASH = pytest.StashKey["ConformanceSession"]()
@@ -547,11 +548,12 @@ def pytest_timeout_cancel_timer(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem):
-    """A contract that needs a call the model declines (it raised conformance.Unsupported) is skipped,
-    with the model's reason: it is neither passed nor failed."""
+    """A contract that needs a call the model declines (it raised conformance.Unsupported), or that does
+    not apply to the model's source (conformance/sources.py), is skipped with the reason: it is
+    neither passed nor failed."""
     try:
         return (yield)
-    except harness.ModelDeclined as exc:
+    except (harness.ModelDeclined, NotApplicable) as exc:
         if not is_contract(pyfuncitem):
             raise
         pytest.skip(f"[{contract_of(pyfuncitem)}] {exc}")
