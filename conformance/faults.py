@@ -11,6 +11,21 @@ import pathlib
 import re
 import zlib
 
+import pytest
+from _pytest.outcomes import OutcomeException
+
+from .report import Result
+
+
+class NotRun(pytest.skip.Exception):
+    """A contract whose model already crashed or hung: reported at once instead of run."""
+
+
+class Hung(OutcomeException):
+    """A contract ran past --conformance-timeout. Neither an Exception nor pytest's Failed, so no
+    `except Exception` (a model's) and no Hypothesis retry of the example can swallow it and wait on;
+    an OutcomeException, so pytest's fixtures and reports treat it as a test outcome."""
+
 
 class Faults:
     def __init__(self, directory: str):
@@ -51,3 +66,15 @@ def crash_summary(log: str) -> str:
     if not frame:
         return signal
     return f"{signal} in {frame['function']} ({pathlib.Path(frame['file']).name}:{frame['line']})"
+
+
+def result_from_nodeid(nodeid: str, impl_names) -> Result | None:
+    """A contract's result from its node id alone: the controller has no items to ask."""
+    path, _, name = nodeid.partition("::")
+    function, _, params = name.partition("[")
+    impl = max((i for i in impl_names if params.startswith(f"{i}-")), key=len, default=None)
+    if impl is None:
+        return None
+    family, _, case = params[len(impl) + 1 :].rstrip("]").partition("-")
+    area = pathlib.Path(path).stem.removeprefix("test_")
+    return Result(nodeid, impl, family, area, function.removeprefix("test_"), case, "", "", 0.0)

@@ -16,189 +16,68 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
-import os
 import pathlib
 import shlex
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import zlib
 
 import numpy as np
 import pytest
-from _pytest.outcomes import OutcomeException
 
-from . import bridges, canonical, golden, harness, loading, tolerances
+from . import golden, harness, loading, tolerances
 from .assertions import Check
-from .faults import Faults, crash_summary
-from .report import FAILING, ImplInfo, Report, Result
-from .spec import FAMILIES, ModelSpec, device_name
+from .faults import Hung, NotRun, crash_summary, result_from_nodeid
+from .report import FAILING, Result
+from .session import FAULTS_DIR, ConformanceSession, split_list  # noqa: F401 (split_list: the benchmarks split --impl with it)
+from .spec import FAMILIES, device_name
 
-STASH = pytest.StashKey["ConformanceSession"]()
+STASH = pytest.StashKey[ConformanceSession]()
 TIMER = pytest.StashKey[contextlib.ExitStack]()
 RESULT, IMPL_INFO, LOGITS = "conformance_result", "conformance_impl", "conformance_logits"  # user_properties names
-FAULTS_DIR = "conformance_faults"  # workerinput key
 DEFAULT_REFERENCE = "numpy"  # the executable specification (impls/numpy, docs/weights.md)
 DEFAULT_DEVICE = "cpu"
 
 
-class NotRun(pytest.skip.Exception):
-    """A contract whose model already crashed or hung: reported at once instead of run."""
+class RunHooks:
+    """The hooks that need the run's state, registered as a plugin for the run."""
 
-
-class Hung(OutcomeException):
-    """A contract ran past --conformance-timeout. Neither an Exception nor pytest's Failed, so no
-    `except Exception` (a model's) and no Hypothesis retry of the example can swallow it and wait on;
-    an OutcomeException, so pytest's fixtures and reports treat it as a test outcome."""
-
-
-class ConformanceSession:
-    """The run's state, and the hooks that need it (registered as a plugin for the run)."""
-
-    def __init__(self, config):
-        opt = config.getoption
-        self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
-        # pytest -n's controller only merges the workers' results: importing the factories is the workers'
-        # job (9 s of CPU for the three frameworks), and a module that crashes on import then spares it.
-        self.controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
-        names = dict.fromkeys(split_list(opt("impl")))  # each name once
-        self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if self.controller else loading.resolve(n) for n in names]
-        # What the cross-framework contracts compare every implementation with (docs/weights.md).
-        reference = opt("reference")
-        self.reference = next((i for i in self.impls if i.name == reference), None) or (
-            loading.Impl(reference, loading.BUILTIN.get(reference, reference)) if self.controller else loading.resolve(reference))
-        self.weights_dir = None  # canonical weights files, drawn from the seed when a contract first needs them
-        self.families = split_list(opt("family")) or list(FAMILIES)
-        unknown = [f for f in self.families if f not in FAMILIES]
-        if unknown:
-            raise pytest.UsageError(f"unknown --family {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
-        self.seed = opt("conformance_seed")
-        self.timeout = opt("conformance_timeout")
-        self.report_path = opt("conformance_report")
-        self.threads = opt("conformance_threads") or (None if "OMP_NUM_THREADS" in os.environ else 1)
-        bridges.limit_threads(self.threads)
-        self.device = device_name(opt("device"))
-        self.models = loading.ModelCache(self.seed, self.timeout, self.device)
-        self.report = Report(self.seed)
-        for impl in self.impls:
-            self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
-        self.xfail_ids = read_id_file(opt("xfails_file"))
-        shared = (self.worker or {}).get(FAULTS_DIR)
-        shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
-        self.contracts_collected = False  # this process collected contracts (an xdist controller collects none)
-        self.unusable_reported: set[tuple] = set()  # (impl, family, dtype) whose reason was printed in full
-        self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
-        self.owns_faults_dir = not shared
-        self.crash_log = None
-
-    def impl(self, name: str) -> loading.Impl:
-        return next(i for i in self.impls if i.name == name)
-
-    def model(self, impl_name: str, family: str, dtype: str | None = None) -> harness.CheckedModel:
-        """The checked model, or skip (declined) / fail (broken) / not run (crashed or hung before) the contract."""
-        fault = self.faults.find(impl_name, f"{impl_name}/{family}")
-        if fault:
-            raise NotRun(fault)
-        impl = self.impl(impl_name)
-        built = self.models.precise(impl, family) if dtype is None else self.models.get(impl, family, dtype)
-        if dtype is None and isinstance(built, loading.Declined):  # unless every family is declined (an error)
-            self.models.refuse_if_all_declined(impl, self.families)
-            built = self.models.precise(impl, family)
-        if isinstance(built, loading.Declined):
-            pytest.skip(built.reason)
-        if isinstance(built, loading.Broken) and built.hung:
-            raise Hung(f"hung before any contract ran: {built.reason}")
-        if isinstance(built, loading.Broken):
-            if (impl_name, family, dtype) in self.unusable_reported:  # one full line per model, not one per contract
-                raise harness.UnusableAsBefore(f"{impl_name} cannot be used for {family}: see its first error")
-            self.unusable_reported.add((impl_name, family, dtype))
-            if dtype is None:
-                self.report.impls[impl_name].unusable[family] = built.reason
-            pytest.fail(built.reason, pytrace=False)
-        if dtype is None:
-            self.note_model(built)
-        return built
-
-    def canonical(self, impl: loading.Impl, family: str, dtype: str, weights: str | None = None, device: str | None = None,
-                  **sizes) -> harness.CheckedModel:
-        """`impl` built from canonical weights (the run's for `family` unless given, of a spec with
-        other `sizes` if given), on the run's device unless given, or skip (it does not load them)."""
-        built = self.models.get(impl, family, dtype, weights or self.canonical_weights(family), device, **sizes)
-        if isinstance(built, loading.Declined):
-            pytest.skip(built.reason)
-        if isinstance(built, loading.Broken):
-            pytest.fail(f"{impl.name}, built from canonical weights: {built.reason}", pytrace=False)
-        if not built.canonical_weights:
-            pytest.skip(f"{impl.name} does not declare that it loads canonical weights "
-                        "(spec.weights; docs/weights.md says how)")
-        return built
-
-    def canonical_weights(self, family: str) -> str:
-        """The canonical weights file of `family` for this seed: the same in every xdist worker."""
-        if self.weights_dir is None:
-            self.weights_dir = tempfile.mkdtemp(prefix="conformance-weights-")
-        path = pathlib.Path(self.weights_dir, f"{family}-seed{self.seed}.safetensors")
-        if not path.exists():
-            spec = ModelSpec(family)
-            canonical.save(path, canonical.random_weights(spec, seed=self.seed))
-        return str(path)
-
-    def describe(self, impl: loading.Impl) -> None:
-        """Build the first family's model now, so the header can name backend, version and device."""
-        if impl.error:
-            return
-        built = self.models.precise(impl, self.families[0])
-        if isinstance(built, harness.CheckedModel):
-            self.note_model(built)
-
-    def note_model(self, model: harness.CheckedModel) -> None:
-        info = self.report.impls[model.impl_name]
-        adapter = model.adapter
-        # Plain str: these travel from xdist workers, which cannot send torch's TorchVersion.
-        info.backend = str(getattr(adapter, "backend", "?"))
-        info.framework_version = str(getattr(adapter, "framework_version", "?"))
-        info.device = str(getattr(adapter, "device", "?"))
-        info.dtypes[model.family] = model.dtype + (f" ({model.note})" if model.note else "")
+    def __init__(self, session: ConformanceSession):
+        self.session = session
 
     # Results arrive here in this process (serial) or from the workers (xdist), one report at a time.
     def pytest_runtest_logreport(self, report):
-        if self.worker is not None:
+        session = self.session
+        if session.worker is not None:
             return
         added = False
         for name, value in report.user_properties:
             if name == RESULT:
-                self.report.add(Result(**value))
+                session.report.add(Result(**value))
                 added = True
             elif name == IMPL_INFO:
-                self.merge_impl_info(value)
+                session.merge_impl_info(value)
             elif name == LOGITS:
-                self.report.add_logits(**value)
-        if added and self.report_path and time.time() - self.report.written > 1:  # a killed run still leaves a report
-            self.report.write(self.report_path)
-
-    def merge_impl_info(self, value: dict) -> None:
-        info = self.report.impls[value["name"]]
-        for field in ("backend", "framework_version", "device", "error"):
-            if value[field] not in ("?", ""):
-                setattr(info, field, value[field])
-        info.dtypes.update(value["dtypes"])
-        info.unusable.update(value["unusable"])
+                session.report.add_logits(**value)
+        if added and session.report_path and time.time() - session.report.written > 1:  # a killed run still leaves a report
+            session.report.write(session.report_path)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
-        node.workerinput[FAULTS_DIR] = str(self.faults.dir)
+        node.workerinput[FAULTS_DIR] = str(self.session.faults.dir)
 
     def pytest_sessionstart(self, session):
-        if self.worker is not None:
+        state = self.session
+        if state.worker is not None:
             # The signal and stack of a crash, for the controller to name (see pytest_handlecrashitem).
-            self.crash_log = self.faults.crash_log(self.worker["workerid"]).open("w")
-            faulthandler.enable(self.crash_log)
+            state.crash_log = state.faults.crash_log(state.worker["workerid"]).open("w")
+            faulthandler.enable(state.crash_log)
         else:
-            if self.report_path and not session.config.option.collectonly:
-                self.report.write(self.report_path)  # "running": what a run that dies before any verdict leaves
-                self.report.written = 0.0  # the first result is written at once, however soon it comes
+            if state.report_path and not session.config.option.collectonly:
+                state.report.write(state.report_path)  # "running": what a run that dies before any verdict leaves
+                state.report.written = 0.0  # the first result is written at once, however soon it comes
             if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
                 # An outer timeout's SIGTERM ends the run like Ctrl-C: the session finishes and writes the report.
                 signal.signal(signal.SIGTERM, interrupt)
@@ -207,55 +86,35 @@ class ConformanceSession:
     def pytest_handlecrashitem(self, crashitem, report, sched):
         """A worker died running `crashitem`: name the signal and the model's frame, and have the
         implementation's other contracts reported as not run rather than crash worker after worker."""
-        result = self.result_from_nodeid(crashitem)
+        state = self.session
+        result = result_from_nodeid(crashitem, [i.name for i in state.impls])
         if result is None:
             return
         worker = report.node.gateway.id
-        log = self.faults.crash_log(worker)
+        log = state.faults.crash_log(worker)
         what = crash_summary(log.read_text(errors="replace") if log.exists() else "")
-        self.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
+        state.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
         result.outcome = "crashed"
         result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
-        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, self.seed, self.reference.name, self.device))}"
+        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, state.seed, state.reference.name, state.device))}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
-        self.report.crashes.append(f"{crashitem}: {what}")
-
-    def result_from_nodeid(self, nodeid: str) -> Result | None:
-        """A contract's result from its node id alone: the controller has no items to ask."""
-        path, _, name = nodeid.partition("::")
-        function, _, params = name.partition("[")
-        impl = max((i.name for i in self.impls if params.startswith(f"{i.name}-")), key=len, default=None)
-        if impl is None:
-            return None
-        family, _, case = params[len(impl) + 1 :].rstrip("]").partition("-")
-        area = pathlib.Path(path).stem.removeprefix("test_")
-        return Result(nodeid, impl, family, area, function.removeprefix("test_"), case, "", "", 0.0)
+        state.report.crashes.append(f"{crashitem}: {what}")
 
     def pytest_unconfigure(self, config):
-        if self.crash_log is not None:
+        state = self.session
+        if state.crash_log is not None:
             faulthandler.disable()
-            self.crash_log.close()
+            state.crash_log.close()
         if signal.getsignal(signal.SIGTERM) is interrupt:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if self.owns_faults_dir:
-            shutil.rmtree(self.faults.dir, ignore_errors=True)
-        if self.weights_dir:
-            shutil.rmtree(self.weights_dir, ignore_errors=True)
+        if state.owns_faults_dir:
+            shutil.rmtree(state.faults.dir, ignore_errors=True)
+        if state.weights_dir:
+            shutil.rmtree(state.weights_dir, ignore_errors=True)
 
 
 def interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-def split_list(values) -> list[str]:
-    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
-
-
-def read_id_file(path) -> list[str]:
-    if not path:
-        return []
-    lines = pathlib.Path(path).read_text().splitlines()
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
 def pytest_addoption(parser):
@@ -286,7 +145,7 @@ def pytest_configure(config):
     check_options(config)
     if config.getoption("impl") or config.getoption("xfails_file"):
         config.stash[STASH] = ConformanceSession(config)
-        config.pluginmanager.register(config.stash[STASH], "conformance-session")
+        config.pluginmanager.register(RunHooks(config.stash[STASH]), "conformance-session")
 
 
 def check_options(config) -> None:

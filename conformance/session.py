@@ -1,0 +1,143 @@
+"""The run's state: the implementations under test, their models, the report being filled, and the
+record of models that crashed or hung. One `ConformanceSession` per pytest process (the xdist
+controller's and each worker's); conformance/plugin.py holds the pytest policy that uses it."""
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import pytest
+
+from . import bridges, canonical, harness, loading
+from .faults import Faults, Hung, NotRun
+from .report import ImplInfo, Report
+from .spec import FAMILIES, ModelSpec, device_name
+
+FAULTS_DIR = "conformance_faults"  # workerinput key: the run's shared fault records
+
+
+class ConformanceSession:
+    def __init__(self, config):
+        opt = config.getoption
+        self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
+        # pytest -n's controller only merges the workers' results: importing the factories is the workers'
+        # job (9 s of CPU for the three frameworks), and a module that crashes on import then spares it.
+        self.controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
+        names = dict.fromkeys(split_list(opt("impl")))  # each name once
+        self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if self.controller else loading.resolve(n) for n in names]
+        # What the cross-framework contracts compare every implementation with (docs/weights.md).
+        reference = opt("reference")
+        self.reference = next((i for i in self.impls if i.name == reference), None) or (
+            loading.Impl(reference, loading.BUILTIN.get(reference, reference)) if self.controller else loading.resolve(reference))
+        self.weights_dir = None  # canonical weights files, drawn from the seed when a contract first needs them
+        self.families = split_list(opt("family")) or list(FAMILIES)
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise pytest.UsageError(f"unknown --family {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+        self.seed = opt("conformance_seed")
+        self.timeout = opt("conformance_timeout")
+        self.report_path = opt("conformance_report")
+        self.threads = opt("conformance_threads") or (None if "OMP_NUM_THREADS" in os.environ else 1)
+        bridges.limit_threads(self.threads)
+        self.device = device_name(opt("device"))
+        self.models = loading.ModelCache(self.seed, self.timeout, self.device)
+        self.report = Report(self.seed)
+        for impl in self.impls:
+            self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
+        self.xfail_ids = read_id_file(opt("xfails_file"))
+        shared = (self.worker or {}).get(FAULTS_DIR)
+        shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
+        self.contracts_collected = False  # this process collected contracts (an xdist controller collects none)
+        self.unusable_reported: set[tuple] = set()  # (impl, family, dtype) whose reason was printed in full
+        self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
+        self.owns_faults_dir = not shared
+        self.crash_log = None
+
+    def impl(self, name: str) -> loading.Impl:
+        return next(i for i in self.impls if i.name == name)
+
+    def model(self, impl_name: str, family: str, dtype: str | None = None) -> harness.CheckedModel:
+        """The checked model, or skip (declined) / fail (broken) / not run (crashed or hung before) the contract."""
+        fault = self.faults.find(impl_name, f"{impl_name}/{family}")
+        if fault:
+            raise NotRun(fault)
+        impl = self.impl(impl_name)
+        built = self.models.precise(impl, family) if dtype is None else self.models.get(impl, family, dtype)
+        if dtype is None and isinstance(built, loading.Declined):  # unless every family is declined (an error)
+            self.models.refuse_if_all_declined(impl, self.families)
+            built = self.models.precise(impl, family)
+        if isinstance(built, loading.Declined):
+            pytest.skip(built.reason)
+        if isinstance(built, loading.Broken) and built.hung:
+            raise Hung(f"hung before any contract ran: {built.reason}")
+        if isinstance(built, loading.Broken):
+            if (impl_name, family, dtype) in self.unusable_reported:  # one full line per model, not one per contract
+                raise harness.UnusableAsBefore(f"{impl_name} cannot be used for {family}: see its first error")
+            self.unusable_reported.add((impl_name, family, dtype))
+            if dtype is None:
+                self.report.impls[impl_name].unusable[family] = built.reason
+            pytest.fail(built.reason, pytrace=False)
+        if dtype is None:
+            self.note_model(built)
+        return built
+
+    def canonical(self, impl: loading.Impl, family: str, dtype: str, weights: str | None = None, device: str | None = None,
+                  **sizes) -> harness.CheckedModel:
+        """`impl` built from canonical weights (the run's for `family` unless given, of a spec with
+        other `sizes` if given), on the run's device unless given, or skip (it does not load them)."""
+        built = self.models.get(impl, family, dtype, weights or self.canonical_weights(family), device, **sizes)
+        if isinstance(built, loading.Declined):
+            pytest.skip(built.reason)
+        if isinstance(built, loading.Broken):
+            pytest.fail(f"{impl.name}, built from canonical weights: {built.reason}", pytrace=False)
+        if not built.canonical_weights:
+            pytest.skip(f"{impl.name} does not declare that it loads canonical weights "
+                        "(spec.weights; docs/weights.md says how)")
+        return built
+
+    def canonical_weights(self, family: str) -> str:
+        """The canonical weights file of `family` for this seed: the same in every xdist worker."""
+        if self.weights_dir is None:
+            self.weights_dir = tempfile.mkdtemp(prefix="conformance-weights-")
+        path = pathlib.Path(self.weights_dir, f"{family}-seed{self.seed}.safetensors")
+        if not path.exists():
+            spec = ModelSpec(family)
+            canonical.save(path, canonical.random_weights(spec, seed=self.seed))
+        return str(path)
+
+    def describe(self, impl: loading.Impl) -> None:
+        """Build the first family's model now, so the header can name backend, version and device."""
+        if impl.error:
+            return
+        built = self.models.precise(impl, self.families[0])
+        if isinstance(built, harness.CheckedModel):
+            self.note_model(built)
+
+    def note_model(self, model: harness.CheckedModel) -> None:
+        info = self.report.impls[model.impl_name]
+        adapter = model.adapter
+        # Plain str: these travel from xdist workers, which cannot send torch's TorchVersion.
+        info.backend = str(getattr(adapter, "backend", "?"))
+        info.framework_version = str(getattr(adapter, "framework_version", "?"))
+        info.device = str(getattr(adapter, "device", "?"))
+        info.dtypes[model.family] = model.dtype + (f" ({model.note})" if model.note else "")
+
+    def merge_impl_info(self, value: dict) -> None:
+        info = self.report.impls[value["name"]]
+        for field in ("backend", "framework_version", "device", "error"):
+            if value[field] not in ("?", ""):
+                setattr(info, field, value[field])
+        info.dtypes.update(value["dtypes"])
+        info.unusable.update(value["unusable"])
+
+
+def split_list(values) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def read_id_file(path) -> list[str]:
+    if not path:
+        return []
+    lines = pathlib.Path(path).read_text().splitlines()
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
