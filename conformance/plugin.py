@@ -30,7 +30,7 @@ import pytest
 from . import golden, harness, loading, tolerances
 from .assertions import Check
 from .faults import Hung, NotRun, crash_summary, result_from_nodeid
-from .report import FAILING, Result
+from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
 from .session import FAULTS_DIR, ConformanceSession, split_list  # noqa: F401 (split_list: the benchmarks split --impl with it)
 from .spec import FAMILIES, device_name
 
@@ -44,8 +44,9 @@ DEFAULT_DEVICE = "cpu"
 class RunHooks:
     """The hooks that need the run's state, registered as a plugin for the run."""
 
-    def __init__(self, session: ConformanceSession):
+    def __init__(self, session: ConformanceSession, config):
         self.session = session
+        self.config = config
 
     # Results arrive here in this process (serial) or from the workers (xdist), one report at a time.
     def pytest_runtest_logreport(self, report):
@@ -62,7 +63,10 @@ class RunHooks:
             elif name == LOGITS:
                 session.report.add_logits(**value)
         if added and session.report_path and time.time() - session.report.written > 1:  # a killed run still leaves a report
-            session.report.write(session.report_path)
+            self.write_report()
+
+    def write_report(self) -> list[pathlib.Path]:
+        return write_report(self.session, self.config)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
@@ -70,13 +74,14 @@ class RunHooks:
 
     def pytest_sessionstart(self, session):
         state = self.session
+        state.pytest_session = session
         if state.worker is not None:
             # The signal and stack of a crash, for the controller to name (see pytest_handlecrashitem).
             state.crash_log = state.faults.crash_log(state.worker["workerid"]).open("w")
             faulthandler.enable(state.crash_log)
         else:
             if state.report_path and not session.config.option.collectonly:
-                state.report.write(state.report_path)  # "running": what a run that dies before any verdict leaves
+                self.write_report()  # "running": what a run that dies before any verdict leaves
                 state.report.written = 0.0  # the first result is written at once, however soon it comes
             if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
                 # An outer timeout's SIGTERM ends the run like Ctrl-C: the session finishes and writes the report.
@@ -111,6 +116,26 @@ class RunHooks:
             shutil.rmtree(state.faults.dir, ignore_errors=True)
         if state.weights_dir:
             shutil.rmtree(state.weights_dir, ignore_errors=True)
+        if state.report_lock is not None:
+            state.report_lock.release()
+
+
+def write_report(session: ConformanceSession, config) -> list[pathlib.Path]:
+    """The report's files, or [] where they cannot be written: said once, and the run goes on
+    (the terminal has every verdict; the last write, at the end, tries again)."""
+    try:
+        return session.report.write(session.report_path)
+    except OSError as exc:
+        session.report.written = time.time()  # not again at once: on the next result a second later
+        problem = f"cannot write the conformance report {session.report_path}: {exc.strerror or exc}"
+        if problem != session.report_problem:
+            session.report_problem = problem
+            terminal = config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None:
+                if config.get_terminal_writer().width_of_current_line:  # after -q's progress dots
+                    terminal.write("\n")
+                terminal.write_line(f"WARNING: {problem}; the run goes on", yellow=True, bold=True)
+        return []
 
 
 def interrupt(signum, frame):
@@ -144,8 +169,10 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     check_options(config)
     if config.getoption("impl") or config.getoption("xfails_file"):
+        lock = lock_report(config)
         config.stash[STASH] = ConformanceSession(config)
-        config.pluginmanager.register(RunHooks(config.stash[STASH]), "conformance-session")
+        config.stash[STASH].report_lock = lock
+        config.pluginmanager.register(RunHooks(config.stash[STASH], config), "conformance-session")
 
 
 def check_options(config) -> None:
@@ -171,6 +198,26 @@ def check_options(config) -> None:
         blocker = next((p for p in pathlib.Path(report).absolute().parents if p.exists() and not p.is_dir()), None)
         if blocker:
             raise pytest.UsageError(f"--conformance-report={report}: cannot write under {blocker}, which is a file")
+        if not hasattr(config, "workerinput"):  # xdist's workers write no report
+            try:
+                check_writable(report)
+            except OSError as exc:
+                raise pytest.UsageError(f"--conformance-report={report}: cannot write in {report_stem(report).parent.absolute()}: "
+                                        f"{exc.strerror or exc}") from None
+
+
+def lock_report(config) -> ReportLock | None:
+    """The report path's lock, held by the process that writes the report until the run ends."""
+    report = config.getoption("conformance_report")
+    if not report or hasattr(config, "workerinput") or config.option.collectonly:
+        return None
+    lock = ReportLock(report)
+    try:
+        lock.acquire()
+    except ReportInUse as exc:
+        raise pytest.UsageError(f"--conformance-report={report}: another run ({exc}) is writing this report; "
+                                "let it finish, or choose another path") from None
+    return lock
 
 
 CHOOSE_IMPL = "pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"
@@ -491,6 +538,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")
     terminalreporter.write(session.report.render_terminal(width=max(tw.fullwidth, 100), color=tw.hasmarkup))
-    if session.report_path:
-        for path in session.report.write(session.report_path):
-            terminalreporter.write_line(f"conformance report written to {path}")
+    if not session.report_path:
+        return
+    paths = write_report(session, config)
+    for path in paths:
+        terminalreporter.write_line(f"conformance report written to {path}")
+    if not paths:
+        terminalreporter.write_line(f"ERROR: {session.report_problem}: no report was written", red=True, bold=True)
+        if session.pytest_session.exitstatus == pytest.ExitCode.OK:  # CI must not pass without the report it asked for
+            session.pytest_session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,13 +1,21 @@
 """The conformance report: implementation x family x contract, in the terminal, JSON and Markdown."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import os
 import pathlib
 import platform
+import secrets
 import sys
 import time
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 from rich.console import Console
@@ -244,18 +252,97 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def write(self, path: str) -> list[pathlib.Path]:
-        """PATH.json, PATH.md and PATH.html (a .json, .md or .html suffix on PATH is taken as the stem's)."""
+        """PATH.json, PATH.md and PATH.html (see `report_paths`). Each file is replaced whole, from a
+        temporary file of a name no other writer uses; OSError (a full disk) leaves no temporary behind."""
         from .html_report import render_html  # jinja2 loads only when a report is written
 
-        stem = pathlib.Path(path)
-        if stem.suffix in (".json", ".md", ".html"):
-            stem = stem.with_suffix("")
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = [stem.with_suffix(suffix) for suffix in (".json", ".md", ".html")]
+        paths = report_paths(path)
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
         texts = (json.dumps(self.as_dict(), indent=1), self.render_markdown(), render_html(self))
         for target, text in zip(paths, texts):
-            partial = target.with_suffix(target.suffix + ".partial")
-            partial.write_text(text)
-            partial.replace(target)  # a run killed mid-write still leaves the previous report whole
+            replace_whole(target, text)
         self.written = time.time()
         return paths
+
+
+SUFFIXES = (".json", ".md", ".html")
+
+
+def report_stem(path) -> pathlib.Path:
+    """PATH without a .json, .md or .html suffix; any other dot is the user's name (conformance.torch)."""
+    stem = pathlib.Path(path)
+    return stem.with_suffix("") if stem.suffix in SUFFIXES else stem
+
+
+def report_paths(path) -> list[pathlib.Path]:
+    """PATH.json, PATH.md, PATH.html."""
+    stem = report_stem(path)
+    return [stem.with_name(stem.name + suffix) for suffix in SUFFIXES]
+
+
+def replace_whole(target: pathlib.Path, text: str) -> None:
+    """`target` holds `text` or what it held before, never a part: a run killed mid-write, or two
+    runs writing at once, leave a whole file (mode as the umask says, like any other file)."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    try:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+
+
+def check_writable(path) -> None:
+    """OSError unless the report's folder can be created and a file written in it."""
+    folder = report_stem(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".{report_stem(path).name}.{os.getpid()}.{secrets.token_hex(4)}.probe"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+class ReportInUse(Exception):
+    """Another run holds the lock of a report path."""
+
+
+class ReportLock:
+    """One run writes a report path at a time: the first takes PATH's lock (fcntl.flock, released by
+    the kernel when its process ends, however it ends), and a second run with the same path is
+    refused instead of overwriting a report still in progress. The lock file holds the owner's pid."""
+
+    def __init__(self, path):
+        self.path = report_stem(path).with_name(f".{report_stem(path).name}.lock")
+        self.file = None
+
+    def acquire(self) -> None:
+        if fcntl is None:  # Windows: no flock; two runs on one path are then the user's to avoid
+            return
+        while self.file is None:
+            file = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                owner = file.read().strip() or "?"
+                file.close()
+                raise ReportInUse(owner) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(file.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its owner removed it between our open and our lock: lock the file there now
+                file.close()
+                continue
+            file.truncate(0)
+            file.write(f"pid {os.getpid()} on {platform.node()}")
+            file.flush()
+            self.file = file
+
+    def release(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.file.close()
+            self.file = None

@@ -38,6 +38,9 @@ class ConformanceSession:
         self.seed = opt("conformance_seed")
         self.timeout = opt("conformance_timeout")
         self.report_path = opt("conformance_report")
+        self.report_lock = None  # ReportLock, held where the report is written
+        self.report_problem = ""  # why the report could not be written, if it could not
+        self.pytest_session = None  # pytest's Session, once it starts
         self.threads = opt("conformance_threads") or (None if "OMP_NUM_THREADS" in os.environ else 1)
         bridges.limit_threads(self.threads)
         self.device = device_name(opt("device"))

@@ -11,6 +11,7 @@ import pytest
 
 from conformance import loading
 from tests.conformance_run import run_conformance
+from tests.test_plugin_errors import usage_error
 
 FAULTY = "tests.broken.faulty"
 
@@ -145,6 +146,10 @@ def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
         while not results_in(report) and time.monotonic() < deadline:  # written as results arrive
             time.sleep(0.2)
         assert results_in(report), "no results in the report while the run was going"
+        # A second run on the same report path is refused while this one writes it (the last writer
+        # would otherwise silently win over a run in progress).
+        line = usage_error(pytester, "--impl=torch", f"--conformance-report={report.with_suffix('')}")
+        assert line.startswith(f"ERROR: --conformance-report={report.with_suffix('')}: another run (pid {run.pid} on "), line
         time.sleep(3)  # into the hang: torch's B1 contract runs first, the faulty one's hangs
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=60) == 2, "pytest's 'interrupted': the session finished and wrote the report"
