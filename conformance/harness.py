@@ -10,13 +10,13 @@ the user.
 from __future__ import annotations
 
 import contextlib
-import re
 
 import numpy as np
 
 from .inputs import Batch, Vocabulary
 from .protocol import Seq2SeqAdapter
 from .spec import Unsupported
+from .text import LIMIT, clean
 from .trees import opaque_leaves
 
 
@@ -49,15 +49,13 @@ class OpaqueState(ConformanceError):
     """A tree holds an object the suite cannot see into, so no contract on it can be checked."""
 
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(exc: BaseException, limit: int = LIMIT) -> str:
+    """'TypeName: message' on one line of printable text (Keras colours its errors; a model's
+    message may hold any control sequence), cut to `limit` characters."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     if lines and "Traceback (most recent call last)" in lines[0]:
         lines = lines[-1:]  # MXNet puts its C++ stack in the message; the reason is the last line
-    text = ANSI_ESCAPE.sub("", " ".join(" ".join(lines).split())) or "(no message)"  # Keras colours its errors
-    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+    return f"{clean(type(exc).__name__, 100)}: {clean(' '.join(lines), limit) or '(no message)'}"
 
 
 def shape_of(a) -> str:
@@ -90,7 +88,7 @@ class CheckedModel:
         except ConformanceError:
             raise
         except Unsupported as exc:
-            raise ModelDeclined(f"{what} declined by the model: {exc}") from exc
+            raise ModelDeclined(f"{what} declined by the model: {clean(exc)}") from exc
         except Exception as exc:  # the implementation's own error, whatever its type
             raise ModelRaised(f"{what} raised {one_line(exc)}") from exc
 

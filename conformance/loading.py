@@ -23,6 +23,7 @@ from .harness import CheckedModel, ConformanceError, one_line
 from .inputs import Batch, Vocabulary
 from .precision import effective_precision
 from .spec import Declared, ModelSpec, Unsupported, device_name
+from .text import clean
 
 BUILTIN = {
     # impls/ in the repository, installed under this name; `factory` declares canonical weights
@@ -109,7 +110,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         with building_on(spec.device):
             model = impl.factory(spec)
     except Unsupported as exc:
-        return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}{on(spec)}: {exc}")
+        return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}{on(spec)}: {clean(exc)}")
     except Exception as exc:
         return Broken(f"factory {impl.target}(family={spec.family!r}, dtype={spec.dtype!r}) raised {one_line(exc)}")
     declared = model if isinstance(model, Declared) else Declared(model)
@@ -122,7 +123,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
     try:
         adapter = as_adapter(declared.model, spec)
     except Unsupported as exc:
-        return Declined(f"bridge declined {spec.family}/{spec.dtype}{on(spec)}: {exc}")
+        return Declined(f"bridge declined {spec.family}/{spec.dtype}{on(spec)}: {clean(exc)}")
     except Exception as exc:
         return Broken(f"cannot use what {impl.target} returned for {spec.family!r}: {one_line(exc)}")
     built_on = getattr(adapter, "device", spec.device)

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .assertions import relative_error
+from .text import clean, code_span, markdown
 
 # Worst first: a contract's cell shows the worst outcome over its shape cases. crashed: the model
 # killed its process; hung: it ran past the timeout; not run: its model had crashed or hung before.
@@ -82,6 +83,7 @@ class Report:
         self.status = "running"
 
     def add(self, result: Result) -> None:
+        result.message = clean(result.message, limit=1000)  # a model's part in it is cut at its source
         self.results.append(result)
 
     def add_logits(self, family: str, case: str, impl: str, dtype: str, logits) -> None:
@@ -234,21 +236,21 @@ class Report:
         cells = self.cells()
         families = self.families()
         lines = ["# Conformance report", ""]
-        lines += [f"- {line}" for line in self.header_lines()]
+        lines += [f"- {markdown(line)}" for line in self.header_lines()]
         lines += ["", "| area | contract | " + " | ".join(families) + " |", "|---|---|" + "---|" * len(families)]
         for area, contract in self.rows():
             marks = ["".join(GLYPH.get(o, " ") for o in self.cell(cells, f, area, contract)) for f in families]
             lines.append(f"| {area} | {contract} | " + " | ".join(marks) + " |")
-        lines += ["", self.legend(), ""]
+        lines += ["", markdown(self.legend()), ""]
         if self.logits:
             header, rows = self.render_differences()
             lines += [f"## {DIFFERENCES_TITLE}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines += ["| " + " | ".join(map(markdown, row)) + " |" for row in rows]
             lines.append("")
         failures = [r for r in self.results if r.outcome in FAULTS]
         if failures:
             lines += ["## Failures", ""]
-            lines += [f"- `{r.nodeid}`: {r.message}" for r in failures]
+            lines += [f"- {code_span(r.nodeid)}: {markdown(r.message)}" for r in failures]
         return "\n".join(lines) + "\n"
 
     def write(self, path: str) -> list[pathlib.Path]:

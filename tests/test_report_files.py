@@ -3,12 +3,14 @@
 import json
 import multiprocessing
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 
+import markdown_it  # rich's Markdown parser: reads the report as GitHub would
 import pytest
 
 from conformance.report import Report, ReportInUse, ReportLock, report_paths
@@ -115,3 +117,37 @@ def test_a_report_path_is_locked_by_one_run_at_a_time(tmp_path):
     second.acquire()  # free again, and the lock file of the first is gone
     second.release()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_text_from_a_model_is_shown_as_text_in_every_format(pytester):
+    """A model's exception message and Unsupported reason, 100 KB each, carrying an <img> tag, a
+    Markdown table row and heading, and terminal controls (clear screen, an OSC-8 link, a bell,
+    backspaces): one readable line each, in the terminal (where only the suite's own colours remain)
+    and in the JSON, Markdown and HTML reports."""
+    hostile = "tests.broken.faulty:declines_with_hostile_text,tests.broken.faulty:raises_hostile_text"
+    run = run_conformance(pytester, hostile, "--family=gru,transformer", "-k", "eval_calls or stepwise", "-rs", "--color=yes")
+    assert run.outcome.ret == 1
+    sequences = set(re.findall(r"\x1b[^a-zA-Z]*[a-zA-Z]?|[\x07\x08\x9b]", run.output))
+    assert sequences and all(re.fullmatch(r"\x1b\[[0-9;]*m", s) for s in sequences), sequences - {s for s in sequences if s.endswith("m")}
+    messages = [r["message"] for r in run.report["results"] if r["outcome"] in ("failed", "skipped")]
+    assert len(messages) == 10 and all("<img src=x onerror=alert(1)> | a | b | # Heading click passed x" in m for m in messages)
+    assert all(len(m) < 600 and m.endswith(" more characters)") for m in messages), max(map(len, messages))
+    assert len((pytester.path / "report.json").read_text()) < 40_000, "the JSON report holds no 100 KB reason"
+    html = (pytester.path / "report.html").read_text()
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    markdown = (pytester.path / "report.md").read_text()
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(markdown)
+    assert not [t for t in tokens if t.type.startswith("html")], "raw HTML in the Markdown report"
+    inline = [child for t in tokens if t.children for child in t.children]
+    assert not [t for t in inline if t.type in ("html_inline", "image", "link_open")], "markup in the Markdown report"
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings == ["Conformance report", "Failures"]
+    assert [t.type for t in tokens].count("table_open") == 1 and [t.type for t in tokens].count("tr_open") == 3
+    failures = [line for line in markdown.splitlines() if line.startswith("- `")]
+    assert len(failures) == 2 and all("<img src=x onerror=alert(1)> | a | b | # Heading" in rendered(line) for line in failures)
+
+
+def rendered(markdown: str) -> str:
+    """The text a Markdown renderer shows for `markdown`."""
+    tokens = markdown_it.MarkdownIt("commonmark").parseInline(markdown)
+    return "".join(child.content for t in tokens for child in t.children or [])
