@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+from _pytest.outcomes import OutcomeException
 
 from .inputs import Batch, Vocabulary
 from .protocol import Seq2SeqAdapter
@@ -43,6 +44,11 @@ class BadOutput(ConformanceError):
 
 class UnusableAsBefore(ConformanceError):
     """The model could not be built or used, as reported in full at its first contract."""
+
+
+# Not a model's failure when raised inside its code: the user's Ctrl-C, and pytest's outcomes (the
+# suite's own timeout, Hung, is one). Every other BaseException, SystemExit included, is the model's.
+PASS_THROUGH = (KeyboardInterrupt, OutcomeException)
 
 
 class OpaqueState(ConformanceError):
@@ -89,7 +95,9 @@ class CheckedModel:
             raise
         except Unsupported as exc:
             raise ModelDeclined(f"{what} declined by the model: {clean(exc)}") from exc
-        except Exception as exc:  # the implementation's own error, whatever its type
+        except PASS_THROUGH:
+            raise
+        except BaseException as exc:  # the implementation's own error, whatever its type: sys.exit() too
             raise ModelRaised(f"{what} raised {one_line(exc)}") from exc
 
     def _logits(self, logits, batch: int, steps: int, what: str) -> np.ndarray:

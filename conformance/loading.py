@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .bridges import as_adapter, building_on, seed_frameworks
-from .harness import CheckedModel, ConformanceError, one_line
+from .harness import PASS_THROUGH, CheckedModel, ConformanceError, one_line
 from .inputs import Batch, Vocabulary
 from .precision import effective_precision
 from .spec import Declared, ModelSpec, Unsupported, device_name
@@ -51,6 +51,8 @@ def resolve(name: str) -> Impl:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: a module beside the user comes first
     try:
         module = importlib.import_module(module_name)
+    except PASS_THROUGH:
+        raise
     except BaseException as exc:  # an import can fail any way, SystemExit included
         return Impl(name, target, error=f"cannot import {module_name!r}: {one_line(exc)}")
     factory = getattr(module, attr, None)
@@ -111,7 +113,9 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
             model = impl.factory(spec)
     except Unsupported as exc:
         return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}{on(spec)}: {clean(exc)}")
-    except Exception as exc:
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # sys.exit() in a factory is its failure, not the run's end
         return Broken(f"factory {impl.target}(family={spec.family!r}, dtype={spec.dtype!r}) raised {one_line(exc)}")
     declared = model if isinstance(model, Declared) else Declared(model)
     if declared.model is None:
@@ -124,7 +128,9 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         adapter = as_adapter(declared.model, spec)
     except Unsupported as exc:
         return Declined(f"bridge declined {spec.family}/{spec.dtype}{on(spec)}: {clean(exc)}")
-    except Exception as exc:
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:
         return Broken(f"cannot use what {impl.target} returned for {spec.family!r}: {one_line(exc)}")
     built_on = getattr(adapter, "device", spec.device)
     with contextlib.suppress(ValueError):

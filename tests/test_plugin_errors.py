@@ -100,6 +100,30 @@ def test_factory_that_hangs_is_stopped_before_any_contract(pytester):
     assert run.outcome.duration < 30, "the factory is given up on once, not once per contract"
 
 
+def test_sys_exit_while_the_suite_first_tries_a_model_is_the_models_failure(pytester):
+    """sys.exit(0) in the model's first decode (the suite's smoke test, before any contract) fails
+    that model with one line; the implementation beside it keeps every verdict."""
+    run = run_conformance(pytester, f"{FAULTY}:sys_exit_on_first_try,torch", "--family=gru", "-k", "stepwise or eval_calls")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, "unusable in float64 (decoder.forward(X of shape (2, 2), state) raised SystemExit: 0)")
+    assert set(run.verdicts("torch").values()) == {"passed"} and len(run.verdicts("torch")) == 8
+    assert set(run.verdicts(f"{FAULTY}:sys_exit_on_first_try").values()) == {"error"}
+    assert "INTERNALERROR" not in run.output
+
+
+@pytest.mark.parametrize("factory, text", [
+    ("sys_exit_in_decoder", "decoder.forward(X of shape (1, 1), state) raised SystemExit: 0"),
+    ("base_exception_in_decoder", "decoder.forward(X of shape (1, 1), state) raised ModelsOwnBaseException: the decoder gave up"),
+])
+def test_exit_or_base_exception_inside_a_contract_is_one_line(pytester, factory, text):
+    run = run_conformance(pytester, f"{FAULTY}:{factory},torch", "--family=gru", "-k", "stepwise")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, text)
+    assert run.messages() == [f"[stepwise_equals_teacher_forced] {text}"]
+    assert "model = <" not in run.output, "a traceback of the harness"
+    assert set(run.verdicts("torch").values()) == {"passed"}
+
+
 @pytest.mark.parametrize("backend", [backend_param(b, b) for b in BACKENDS])
 def test_declined_family_is_skipped_with_the_reason(pytester, backend):
     run = run_conformance(pytester, f"tests.broken.{backend}_models:declines_transformer", "--family=gru,transformer",
