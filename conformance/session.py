@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from . import bridges, canonical, harness, loading
+from . import bridges, canonical, golden, harness, loading
 from .faults import Faults, Hung, NotRun
 from .report import ImplInfo, Report
 from .spec import FAMILIES, ModelSpec, device_name
@@ -31,6 +31,7 @@ class ConformanceSession:
         self.reference = next((i for i in self.impls if i.name == reference), None) or (
             loading.Impl(reference, loading.BUILTIN.get(reference, reference)) if self.controller else loading.resolve(reference))
         self.weights_dir = None  # canonical weights files, drawn from the seed when a contract first needs them
+        self.weights_digests: dict[str, str] = {}  # their SHA-256, as written
         self.families = split_list(opt("family")) or list(FAMILIES)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
@@ -89,7 +90,12 @@ class ConformanceSession:
                   **sizes) -> harness.CheckedModel:
         """`impl` built from canonical weights (the run's for `family` unless given, of a spec with
         other `sizes` if given), on the run's device unless given, or skip (it does not load them)."""
-        built = self.models.get(impl, family, dtype, weights or self.canonical_weights(family), device, **sizes)
+        if weights is None:
+            weights = self.canonical_weights(family)
+            if golden.sha256(pathlib.Path(weights)) != self.weights_digests[weights]:
+                pytest.fail(f"the canonical weights file {weights} changed after the suite wrote it: its SHA-256 differs",
+                            pytrace=False)
+        built = self.models.get(impl, family, dtype, weights, device, **sizes)
         if isinstance(built, loading.Declined):
             pytest.skip(built.reason)
         if isinstance(built, loading.Broken):
@@ -107,6 +113,7 @@ class ConformanceSession:
         if not path.exists():
             spec = ModelSpec(family)
             canonical.save(path, canonical.random_weights(spec, seed=self.seed))
+            self.weights_digests[str(path)] = golden.sha256(path)  # what a factory is handed is checked against it
         return str(path)
 
     def describe(self, impl: loading.Impl) -> None:
