@@ -31,7 +31,7 @@ from . import golden, harness, loading, tolerances
 from .assertions import Check
 from .faults import Hung, NotRun, crash_summary, result_from_nodeid
 from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
-from .session import FAULTS_DIR, ConformanceSession, split_list  # noqa: F401 (split_list: the benchmarks split --impl with it)
+from .session import FAULTS_DIR, ConformanceSession, read_id_file, split_list  # noqa: F401 (split_list: the benchmarks split --impl with it)
 from .spec import FAMILIES, device_name
 
 STASH = pytest.StashKey[ConformanceSession]()
@@ -193,6 +193,10 @@ def check_options(config) -> None:
     xfails = opt("xfails_file")
     if xfails and not pathlib.Path(xfails).is_file():
         raise pytest.UsageError(f"--xfails-file={xfails}: no such file")
+    try:
+        read_id_file(xfails)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--xfails-file={xfails}: {exc}") from None
     report = opt("conformance_report")
     if report:
         blocker = next((p for p in pathlib.Path(report).absolute().parents if p.exists() and not p.is_dir()), None)
@@ -280,6 +284,15 @@ def pytest_collection_modifyitems(session, config, items):
     for id_ in state.xfail_ids:
         if not any(matches(id_, nodeid) for nodeid in collected):
             config.issue_config_time_warning(pytest.PytestWarning(f"--xfails-file id matches no test: {id_}"), 2)
+            continue
+        marked = [item for item in contracts if matches(id_, item.nodeid)]
+        impls = dict.fromkeys(item.callspec.params["model"][0] for item in marked)
+        names = dict.fromkeys(contract_of(item) for item in marked)
+        if len(impls) > 1 or len(names) > 1:  # a known failure is one contract of one implementation
+            config.issue_config_time_warning(pytest.PytestWarning(
+                f"--xfails-file id {id_} marks {len(marked)} tests of {len(impls)} implementation(s) and {len(names)} "
+                f"contract(s) as known failures ({', '.join(list(names)[:3])}{', ...' if len(names) > 3 else ''}): "
+                "list each known failure by its contract and implementation"), 2)
 
 
 class ImplementationUnavailable(pytest.Item):
@@ -320,9 +333,16 @@ def pytest_collection_finish(session):
                 state.report.impls[impl_name].unusable[family] = built.reason
 
 
+ID_BOUNDARIES = ("::", "[", "-", "]", "/")
+
+
 def matches(id_: str, nodeid: str) -> bool:
-    """An id names a test by its full node id or one without the directories, or any prefix of those."""
-    return nodeid.startswith(id_) or nodeid.rsplit("/", 1)[-1].startswith(id_)
+    """An id names a test by its full node id or one without the directories, or a prefix of those
+    that ends where a part of the id ends (before `::`, `[`, `-`, `]`, or after a `/`): `t` names no
+    test, `test_errors.py` every test in that file, `...[torch` every case of torch."""
+    return any(
+        name.startswith(id_) and (len(name) == len(id_) or name[len(id_):].startswith(ID_BOUNDARIES) or id_.endswith(ID_BOUNDARIES))
+        for name in (nodeid, nodeid.rsplit("/", 1)[-1]))
 
 
 def is_contract(item) -> bool:

@@ -147,7 +147,17 @@ def split_list(values) -> list[str]:
 
 
 def read_id_file(path) -> list[str]:
+    """The ids in an --xfails-file: UTF-8 text (a byte-order mark is allowed and dropped), one id per
+    line, `#` comments; ValueError saying why a file is not such text."""
     if not path:
         return []
-    lines = pathlib.Path(path).read_text().splitlines()
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    data = pathlib.Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not a text file: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8") from None
+    control = next((c for c in text if c in "\x00\x1b" or ("\x00" < c < " " and c not in "\t\r\n")), None)
+    if control is not None:
+        raise ValueError(f"not a text file: control character {control!r} at offset {text.index(control)}")
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [line for line in lines if line]

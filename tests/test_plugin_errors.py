@@ -247,3 +247,45 @@ def test_integer_logits_in_a_gradient_contract_name_the_dtype(pytester):
     assert run.outcome.ret == 1
     assert_one_line_failures(run, "returned logits of type int64, but should return a floating array")
     assert run.failed == {"encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}
+
+
+def test_an_xfails_id_prefix_ends_at_a_part_of_the_id(pytester):
+    """A line `t` once turned every failure of a broken model into an xfail (exit 0, no warning): a
+    prefix names tests only where a part of their id ends (`::`, `[`, `-`, `]`, `/`)."""
+    xfails = pytester.makefile(".txt", xfails="t\ntest_errors.py::test_out_of_vocabulary_source_raises[tests.broken.torch_models")
+    run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary", "--family=gru", "-k", "raises",
+                          f"--xfails-file={xfails}")
+    assert run.outcome.ret == 1
+    assert run.contracts("failed") == {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}
+    run.outcome.stdout.fnmatch_lines(["*--xfails-file id matches no test: t", "*--xfails-file id matches no test: "
+                                      "test_errors.py::test_out_of_vocabulary_source_raises[tests.broken.torch_models"])
+
+
+def test_an_xfails_line_that_marks_several_contracts_or_implementations_is_warned_about(pytester):
+    xfails = pytester.makefile(".txt", xfails="test_errors.py\ntest_errors.py::test_out_of_vocabulary_target_raises[torch-")
+    run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary,torch", "--family=gru",
+                          "-k", "raises", f"--xfails-file={xfails}")
+    assert run.outcome.ret == 0 and run.contracts("failed") == set()
+    run.outcome.stdout.fnmatch_lines(["*--xfails-file id test_errors.py marks 8 tests of 2 implementation(s) and 2 contract(s) as "
+                                      "known failures (out_of_vocabulary_source_raises, out_of_vocabulary_target_raises): "
+                                      "list each known failure by its contract and implementation"])
+    assert "id test_errors.py::test_out_of_vocabulary_target_raises[torch- marks" not in run.output, "one contract of one implementation"
+
+
+def test_an_xfails_file_with_a_byte_order_mark_is_read_as_written(pytester):
+    xfails = pytester.path / "xfails.txt"
+    xfails.write_bytes("\ufefftest_errors.py::test_out_of_vocabulary_source_raises\n".encode())  # as Notepad saves it
+    run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary", "--family=gru",
+                          "-k", "source_raises", f"--xfails-file={xfails}")
+    assert run.outcome.ret == 0 and run.contracts("xfailed") == {"out_of_vocabulary_source_raises"}
+    assert "matches no test" not in run.output
+
+
+@pytest.mark.parametrize("content, line", [
+    (b"\x94\xa3test_errors.py\n", "not a text file: byte 0x94 at offset 0 is not UTF-8"),
+    (b"test_errors.py\n\x00\x01\x02", "not a text file: control character '\\x00' at offset 15"),
+], ids=["not-utf8", "nul-bytes"])
+def test_an_xfails_file_that_is_not_text_is_a_usage_error(pytester, content, line):
+    xfails = pytester.path / "xfails.bin"
+    xfails.write_bytes(content)
+    assert usage_error(pytester, "--impl=torch", f"--xfails-file={xfails}") == f"ERROR: --xfails-file={xfails}: {line}"
