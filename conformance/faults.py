@@ -6,9 +6,11 @@ is a directory of small files, so a worker started after a crash reads it as wel
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
+import signal
 import zlib
 
 import pytest
@@ -49,6 +51,28 @@ class Faults:
                 return path.read_text()
         return None
 
+    def write_selected(self, identities: list[dict]) -> None:
+        """What each selected contract's node id is about (see plugin.identity): the same in every
+        process that collects, so whichever writes last writes what the others did."""
+        tmp = self.dir / f"selected.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({entry["nodeid"]: entry for entry in identities}))
+        tmp.replace(self.dir / "selected.json")
+
+    def selected(self) -> dict[str, dict]:
+        path = self.dir / "selected.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def result_of_nodeid(self, nodeid: str) -> Result:
+        """A contract's result, without verdict, from its node id alone: looked up in what the
+        collecting processes recorded (a remote worker's are not here: the result then names no
+        implementation, and still fails the run)."""
+        entry = self.selected().get(nodeid)
+        if entry is None:
+            path, _, name = nodeid.partition("::")
+            entry = {"nodeid": nodeid, "impl": "", "family": "", "area": pathlib.Path(path).stem.removeprefix("test_"),
+                     "contract": name.partition("[")[0].removeprefix("test_"), "case": ""}
+        return Result(**entry, outcome="", message="", duration=0.0)
+
     def crash_log(self, worker: str) -> pathlib.Path:
         """Where a worker's faulthandler writes the signal and stack of a crash."""
         return self.dir / f"{worker}.crash"
@@ -57,24 +81,37 @@ class Faults:
 FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<function>\S+)')
 
 
-def crash_summary(log: str) -> str:
+def crash_summary(log: str, status: int | None = None) -> str:
     """'Segmentation fault in forward (faulty.py:40)' from a faulthandler dump: the signal and the
-    innermost frame, which is the model's own code when the model crashed."""
+    innermost frame, which is the model's own code when the model crashed. Where faulthandler saw
+    nothing (os._exit, SIGKILL), what the process's exit `status` (as subprocess gives it) says."""
     first = log.strip().splitlines()[0] if log.strip() else ""
-    signal = first.removeprefix("Fatal Python error: ") if first.startswith("Fatal Python error") else "crashed"
+    if first.startswith("Fatal Python error"):
+        what = first.removeprefix("Fatal Python error: ")
+    else:
+        what = describe_exit(status)
     frame = FRAME.search(log, log.find("Current thread"))  # other threads (execnet's) are dumped too
     if not frame:
-        return signal
-    return f"{signal} in {frame['function']} ({pathlib.Path(frame['file']).name}:{frame['line']})"
+        return what
+    return f"{what} in {frame['function']} ({pathlib.Path(frame['file']).name}:{frame['line']})"
 
 
-def result_from_nodeid(nodeid: str, impl_names) -> Result | None:
-    """A contract's result from its node id alone: the controller has no items to ask."""
-    path, _, name = nodeid.partition("::")
-    function, _, params = name.partition("[")
-    impl = max((i for i in impl_names if params.startswith(f"{i}-")), key=len, default=None)
-    if impl is None:
+def describe_exit(status: int | None) -> str:
+    """How a process ended, from its exit status (negative: the signal that killed it)."""
+    if status is None:
+        return "crashed"
+    if status < 0:
+        name = signal.Signals(-status).name if -status in signal.valid_signals() else f"signal {-status}"
+        return f"killed by {name}" + (" (as the kernel's out-of-memory killer does)" if -status == signal.SIGKILL else "")
+    return f"exited with status {status} before it finished" + (" (os._exit(0)?)" if status == 0 else "")
+
+
+def exit_status(node) -> int | None:
+    """The exit status of an xdist worker that died, where its process can be asked (a local one)."""
+    popen = getattr(getattr(getattr(node, "gateway", None), "_io", None), "popen", None)  # execnet's local subprocess
+    try:
+        return popen.wait(timeout=5) if popen is not None else None
+    except Exception:  # noqa: BLE001 (a remote worker, or one that did not end: nothing to say)
         return None
-    family, _, case = params[len(impl) + 1 :].rstrip("]").partition("-")
-    area = pathlib.Path(path).stem.removeprefix("test_")
-    return Result(nodeid, impl, family, area, function.removeprefix("test_"), case, "", "", 0.0)
+
+

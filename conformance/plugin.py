@@ -29,7 +29,7 @@ import pytest
 
 from . import golden, harness, loading, tolerances
 from .assertions import Check
-from .faults import Hung, NotRun, crash_summary, result_from_nodeid
+from .faults import Hung, NotRun, crash_summary, exit_status
 from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
 from .session import FAULTS_DIR, ConformanceSession, read_id_file, split_list  # noqa: F401 (split_list: the benchmarks split --impl with it)
 from .spec import FAMILIES, device_name
@@ -92,13 +92,12 @@ class RunHooks:
         """A worker died running `crashitem`: name the signal and the model's frame, and have the
         implementation's other contracts reported as not run rather than crash worker after worker."""
         state = self.session
-        result = result_from_nodeid(crashitem, [i.name for i in state.impls])
-        if result is None:
-            return
+        result = state.faults.result_of_nodeid(crashitem)
         worker = report.node.gateway.id
         log = state.faults.crash_log(worker)
-        what = crash_summary(log.read_text(errors="replace") if log.exists() else "")
-        state.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
+        what = crash_summary(log.read_text(errors="replace") if log.exists() else "", exit_status(report.node))
+        if result.impl:
+            state.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
         result.outcome = "crashed"
         result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
         report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, state.seed, state.reference.name, state.device))}"
@@ -276,6 +275,10 @@ def pytest_collection_modifyitems(session, config, items):
             for impl in unloadable.values()
         ]
         contracts = [item for item in contracts if item not in dropped]
+    # Every process that runs contracts records what each node id is about, for the one that must
+    # name a contract from its node id alone (xdist's controller, when a worker crashes).
+    state.faults.write_selected([identity(item) for item in contracts])
+    state.report.selected = len(contracts)
     for item in contracts:
         # A hanging model fails its contract and the run goes on (the timer: pytest_timeout_set_timer).
         item.add_marker(pytest.mark.timeout(state.timeout, method="signal"))
@@ -518,9 +521,16 @@ def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFA
             + ([f"--device={device}"] if device != DEFAULT_DEVICE else []))
 
 
-def result_of(item, report, excinfo, session) -> Result:
+def identity(item) -> dict:
+    """What a contract's result is about, from the item's parameters: never parsed from its node id,
+    which pytest escapes (non-ASCII) and whose parts may hold '-', '[' or '::' themselves."""
     impl_name, family = item.callspec.params["model"]
     case = item.callspec.params.get("case")
+    return {"nodeid": item.nodeid, "impl": impl_name, "family": family, "contract": contract_of(item),
+            "area": item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"), "case": str(case) if case is not None else ""}
+
+
+def result_of(item, report, excinfo, session) -> Result:
     if hasattr(report, "wasxfail"):
         outcome = "xfailed" if report.skipped else "xpassed"
     elif excinfo is not None and excinfo.errisinstance(Hung):
@@ -536,18 +546,8 @@ def result_of(item, report, excinfo, session) -> Result:
         message = str(excinfo.value)
     elif report.longrepr is not None:
         message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr).splitlines()[0]
-    return Result(
-        nodeid=item.nodeid,
-        impl=impl_name,
-        family=family,
-        area=item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"),
-        contract=contract_of(item),
-        case=str(case) if case is not None else "",
-        outcome=outcome,
-        message=message,
-        duration=round(report.duration, 4),
-        reproduce=reproduce(item, session) if outcome in FAILING else "",
-    )
+    return Result(**identity(item), outcome=outcome, message=message, duration=round(report.duration, 4),
+                  reproduce=reproduce(item, session) if outcome in FAILING else "")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -557,6 +557,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not session.report.results and not session.contracts_collected:
         return  # a run of other tests that shares --impl (pytest benchmarks/): no conformance to report
     session.report.status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "finished"
+    if session.controller:  # what the workers selected
+        session.report.selected = len(session.faults.selected()) or None
+    if session.report.missing() and session.pytest_session.exitstatus == pytest.ExitCode.OK:
+        session.pytest_session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a run passes only when every contract has a verdict
     tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")
     terminalreporter.write(session.report.render_terminal(width=max(tw.fullwidth, 100), color=tw.hasmarkup))

@@ -81,6 +81,7 @@ class Report:
         # "running" in every write before the last: a report left so was cut short (a serial run's
         # process crashed, or was killed); "interrupted" (Ctrl-C, SIGTERM) or "finished" at the end.
         self.status = "running"
+        self.selected: int | None = None  # contracts selected to run, where known: each must get a verdict
 
     def add(self, result: Result) -> None:
         result.message = clean(result.message, limit=1000)  # a model's part in it is cut at its source
@@ -154,10 +155,22 @@ class Report:
             f"outcome over the contract's shape cases, which pytest counts one by one ({len(self.results)} here)"
         )
 
+    def missing(self) -> int:
+        """Selected contracts without a verdict (0 where the selection is not known)."""
+        return max(0, (self.selected or 0) - len({r.nodeid for r in self.results}))
+
+    def incomplete(self) -> str:
+        """Why the report does not hold every verdict of the run, or ''."""
+        if self.status != "finished":
+            return INCOMPLETE[self.status]
+        if self.missing():
+            return f"INCOMPLETE: {self.missing()} of the {self.selected} contracts selected have no verdict"
+        return ""
+
     def header_lines(self) -> list[str]:
         lines = [f"seed {self.seed}; python {platform.python_version()} on {platform.platform()}"]
-        if self.status != "finished":
-            lines.append(INCOMPLETE[self.status])
+        if self.incomplete():
+            lines.append(self.incomplete())
         for info in self.impls.values():
             if info.error:
                 lines.append(f"{info.name} ({info.target}): {info.error}")

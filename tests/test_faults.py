@@ -111,6 +111,43 @@ def test_model_that_crashes_its_worker_under_xdist(pytester, repo_on_pythonpath)
     assert run.outcome.duration < 120
 
 
+ENDINGS = [  # (factory, how the process running it ended, as the report says)
+    ("exits_0_in_decoder", "exited with status 0 before it finished (os._exit(0)?)"),
+    ("exits_1_in_decoder", "exited with status 1 before it finished"),
+    ("sigkills_in_decoder", "killed by SIGKILL (as the kernel's out-of-memory killer does)"),
+    ("segfaults_in_decoder", "Segmentation fault in forward (faulty.py:"),
+]
+
+
+@pytest.mark.parametrize("factory, cause", ENDINGS[:3], ids=[f for f, _ in ENDINGS[:3]])  # a segfault: tests above
+def test_model_that_ends_its_worker_is_named_with_how_it_ended(pytester, repo_on_pythonpath, factory, cause):
+    impl = f"{FAULTY}:{factory}"
+    run = run_conformance(pytester, f"{impl},torch", "--family=gru", "-k", "stepwise or eval_calls", workers=2)
+    assert run.outcome.ret == 1
+    assert set(run.verdicts("torch").values()) == {"passed"} and len(run.verdicts("torch")) == 8
+    outcomes = faulty_verdicts(run, impl)["gru"]  # it works on batches of two or more (the other worker may run one)
+    assert len(outcomes) == 8 and set(outcomes) - {"passed"} == {"crashed", "not run"} and outcomes.count("crashed") <= 2, outcomes
+    crashed = [r["message"] for r in run.report["results"] if r["outcome"] == "crashed"]
+    assert all(cause in message for message in crashed), crashed
+
+
+def test_crash_under_xdist_is_attributed_by_structure_whatever_the_impl_name(pytester, repo_on_pythonpath):
+    """pytest escapes non-ASCII in node ids, and an --impl may hold '-', '[', ']' and '::': a crash is
+    matched to its contract through what the workers collected, never by parsing the node id. Before,
+    `--impl=mödül:sëgv,torch` crashed ten workers and left a report that said everything passed."""
+    crashing, working = "tests.broken.mödül:sëgv-[x]::y", "tests.broken.mödül:wörks-[x]::y"
+    run = run_conformance(pytester, f"{crashing},{working},torch", "--family=gru", "-k", "stepwise or eval_calls or logits_shape",
+                          workers=2)
+    assert run.outcome.ret == 1
+    assert run.report["status"] == "finished" and len(run.report["results"]) == 3 * 9, "a verdict for every contract"
+    assert set(run.verdicts(working).values()) == set(run.verdicts("torch").values()) == {"passed"}
+    outcomes = faulty_verdicts(run, crashing)["gru"]
+    assert set(outcomes) - {"passed"} == {"crashed", "not run"} and outcomes.count("crashed") <= 2, outcomes
+    assert {m["impl"] for m in run.report["matrix"]} == {crashing, working, "torch"}
+    assert f"test_autoregressive.py::test_stepwise_equals_teacher_forced[tests.broken.m\\xf6d\\xfcl:s\\xebgv-[x]::y-gru-B1-S1-T1]" \
+        in run.verdicts(crashing), "pytest's escaped node id, attributed to the name as given"
+
+
 def test_model_that_hangs_under_xdist_costs_one_timeout_per_worker(pytester, repo_on_pythonpath):
     """Workers share what hung: after the first hang in each worker, the model's contracts are not run."""
     impl = f"{FAULTY}:hangs_in_decoder"
