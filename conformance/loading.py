@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .bridges import as_adapter, building_on, seed_frameworks
+from .faults import WATCHDOG
 from .harness import PASS_THROUGH, CheckedModel, ConformanceError, one_line
 from .inputs import Batch, Vocabulary
 from .precision import effective_precision
@@ -84,13 +85,17 @@ def deadline(seconds: float, error: type[BaseException] = TimeoutError):
     started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    WATCHDOG.arm(seconds)  # for a model stuck in native code, where SIGALRM's handler never runs
     try:
         yield timer
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        WATCHDOG.disarm()
         signal.signal(signal.SIGALRM, previous)
         if outer_left:
-            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3))
+            left = max(outer_left - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left)
+            WATCHDOG.arm(left)
 
 
 @dataclasses.dataclass

@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
+import os
 import pathlib
 import shlex
 import shutil
 import signal
+import sys
 import threading
 import time
 import zlib
@@ -27,16 +29,17 @@ import zlib
 import numpy as np
 import pytest
 
-from . import golden, harness, loading, tolerances
+from . import golden, harness, loading, supervisor, tolerances
 from .assertions import Check
-from .faults import Hung, NotRun, crash_summary, exit_status
+from .faults import WATCHDOG, Hung, NotRun, crash_summary, exit_status, hang_summary
 from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
-from .session import FAULTS_DIR, ConformanceSession, read_id_file, split_list  # noqa: F401 (split_list: the benchmarks split --impl with it)
+from .session import (  # noqa: F401 (split_list: the benchmarks split --impl with it)
+    FAULTS_DIR, IMPL_INFO, LOGITS, RESULT, ConformanceSession, absorb, read_id_file, split_list)
 from .spec import FAMILIES, device_name
 
 STASH = pytest.StashKey[ConformanceSession]()
 TIMER = pytest.StashKey[contextlib.ExitStack]()
-RESULT, IMPL_INFO, LOGITS = "conformance_result", "conformance_impl", "conformance_logits"  # user_properties names
+OWN_STDERR = pytest.StashKey[object]()  # the terminal's stderr, for the watchdog of a run nothing watches
 DEFAULT_REFERENCE = "numpy"  # the executable specification (impls/numpy, docs/weights.md)
 DEFAULT_DEVICE = "cpu"
 
@@ -53,17 +56,20 @@ class RunHooks:
         session = self.session
         if session.worker is not None:
             return
-        added = False
-        for name, value in report.user_properties:
-            if name == RESULT:
-                session.report.add(Result(**value))
-                added = True
-            elif name == IMPL_INFO:
-                session.merge_impl_info(value)
-            elif name == LOGITS:
-                session.report.add_logits(**value)
+        if session.journal and report.user_properties:
+            session.journal.write(properties=report.user_properties)
+        added = absorb(session.report, report.user_properties)
         if added and session.report_path and time.time() - session.report.written > 1:  # a killed run still leaves a report
             self.write_report()
+
+    # A supervised child's journal says which contract ran when the child ended (conformance/supervisor.py).
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self.session.journal:
+            self.session.journal.write(start=nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        if self.session.journal:
+            self.session.journal.write(end=nodeid)
 
     def write_report(self) -> list[pathlib.Path]:
         return write_report(self.session, self.config)
@@ -75,11 +81,16 @@ class RunHooks:
     def pytest_sessionstart(self, session):
         state = self.session
         state.pytest_session = session
-        if state.worker is not None:
-            # The signal and stack of a crash, for the controller to name (see pytest_handlecrashitem).
-            state.crash_log = state.faults.crash_log(state.worker["workerid"]).open("w")
+        if state.worker is not None or state.supervision is not None:
+            # The signal and stack of a crash, and the watchdog's dump of a hang in native code, for
+            # the process watching this one to name (pytest_handlecrashitem, the supervisor).
+            log = state.faults.crash_log(state.worker["workerid"]) if state.worker else state.supervision.crash_log
+            state.crash_log = log.open("w")
             faulthandler.enable(state.crash_log)
-        else:
+            WATCHDOG.file = state.crash_log
+        elif session.config.stash.get(OWN_STDERR, None) is not None:  # a command-line run that nothing watches
+            WATCHDOG.file = session.config.stash[OWN_STDERR]
+        if state.worker is None:
             if state.report_path and not session.config.option.collectonly:
                 self.write_report()  # "running": what a run that dies before any verdict leaves
                 state.report.written = 0.0  # the first result is written at once, however soon it comes
@@ -89,23 +100,36 @@ class RunHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem, report, sched):
-        """A worker died running `crashitem`: name the signal and the model's frame, and have the
-        implementation's other contracts reported as not run rather than crash worker after worker."""
+        """A worker died running `crashitem`: name the signal and the model's frame (or, where the
+        watchdog ended a hang in native code, say so), and have the implementation's other contracts
+        (of that family, for a hang) reported as not run rather than crash or hang worker after worker."""
         state = self.session
         result = state.faults.result_of_nodeid(crashitem)
         worker = report.node.gateway.id
         log = state.faults.crash_log(worker)
-        what = crash_summary(log.read_text(errors="replace") if log.exists() else "", exit_status(report.node))
-        if result.impl:
-            state.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
-        result.outcome = "crashed"
-        result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
+        log = log.read_text(errors="replace") if log.exists() else ""
+        hang, what = hang_summary(log, state.timeout), crash_summary(log, exit_status(report.node))
+        if hang:
+            result.outcome, result.message = "hung", f"[{result.contract}] {hang}"
+            if result.impl:
+                state.faults.record(f"{result.impl}/{result.family}",
+                                    f"not run: {result.impl}-{result.family} hung in {result.contract} (in native code)")
+        else:
+            result.outcome, result.message = "crashed", f"[{result.contract}] crashed its worker process {worker}: {what}"
+            if result.impl:
+                state.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
         report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, state.seed, state.reference.name, state.device))}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
-        state.report.crashes.append(f"{crashitem}: {what}")
+        if not hang:
+            state.report.crashes.append(f"{crashitem}: {what}")
 
     def pytest_unconfigure(self, config):
         state = self.session
+        if state.journal and state.pytest_session is not None:
+            state.journal.write(finished=int(state.pytest_session.exitstatus))
+        if WATCHDOG.file is not None:
+            WATCHDOG.disarm()
+            WATCHDOG.file = None
         if state.crash_log is not None:
             faulthandler.disable()
             state.crash_log.close()
@@ -138,7 +162,11 @@ def write_report(session: ConformanceSession, config) -> list[pathlib.Path]:
 
 
 def interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    """SIGTERM ends the run as Ctrl-C does, once: a second one (a supervisor passes on the one an
+    outer timeout sent to both) must not cut short the writing of the report."""
+    if not getattr(interrupt, "received", False):
+        interrupt.received = True
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def pytest_addoption(parser):
@@ -161,15 +189,30 @@ def pytest_addoption(parser):
                          "same canonical weights (default numpy: the executable specification)")
     group.addoption("--conformance-report", default=None, metavar="PATH",
                     help="also write the report as PATH.json and PATH.md")
+    group.addoption("--no-conformance-supervisor", dest="conformance_supervisor", action="store_false", default=True,
+                    help="run the models in pytest's own process, not in a child process it watches: a model that "
+                         "ends the process (os._exit, a crash) then ends the run without verdicts (for debuggers and "
+                         "profilers that follow one process)")
     group.addoption("--xfails-file", default=None, metavar="PATH",
                     help="file of test ids (or id prefixes) that are known failures, one per line, # comments")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """A serial run from the command line runs its session in a child process this one watches
+    (conformance/supervisor.py); this process returns the run's exit code when the child is done."""
+    if supervisor.wanted(config):
+        return supervisor.supervise(config)
+    if supervisor.owns_process(config):  # unsupervised on request: the watchdog's dump goes to the terminal
+        config.stash[OWN_STDERR] = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+    return None
 
 
 def pytest_configure(config):
     check_options(config)
     if config.getoption("impl") or config.getoption("xfails_file"):
         lock = lock_report(config)
-        config.stash[STASH] = ConformanceSession(config)
+        config.stash[STASH] = ConformanceSession(config, supervisor.supervised(config))
         config.stash[STASH].report_lock = lock
         config.pluginmanager.register(RunHooks(config.stash[STASH], config), "conformance-session")
 
@@ -214,7 +257,7 @@ def lock_report(config) -> ReportLock | None:
     report = config.getoption("conformance_report")
     if not report or hasattr(config, "workerinput") or config.option.collectonly:
         return None
-    lock = ReportLock(report)
+    lock = ReportLock(report, owner=os.getppid() if supervisor.supervised(config) else None)
     try:
         lock.acquire()
     except ReportInUse as exc:
@@ -234,7 +277,9 @@ def pytest_report_header(config):
     session = session_of(config)
     if session is None or session.worker is not None:
         return None
-    if not session.controller:  # under xdist only workers run models: one that crashes must not take this process
+    # Under xdist only workers run models: one that crashes must not take this process. A supervised
+    # child builds them once it knows the contracts, so that a crash then is named by contract.
+    if not session.controller and session.supervision is None:
         for impl in session.impls:
             session.describe(impl)
     threads = f"{session.threads} thread(s) per framework" if session.threads else "threads as OMP_NUM_THREADS says"
@@ -279,6 +324,11 @@ def pytest_collection_modifyitems(session, config, items):
     # name a contract from its node id alone (xdist's controller, when a worker crashes).
     state.faults.write_selected([identity(item) for item in contracts])
     state.report.selected = len(contracts)
+    if state.done:  # a supervised run going on after a crash: the verdicts it has stand
+        done = [item for item in contracts if item.nodeid in state.done]
+        config.hook.pytest_deselected(items=done)
+        items[:] = [item for item in items if item.nodeid not in state.done]
+        contracts = [item for item in contracts if item.nodeid not in state.done]
     for item in contracts:
         # A hanging model fails its contract and the run goes on (the timer: pytest_timeout_set_timer).
         item.add_marker(pytest.mark.timeout(state.timeout, method="signal"))
@@ -327,6 +377,13 @@ def pytest_collection_finish(session):
     for impl_name, family in dict.fromkeys(i.callspec.params["model"] for i in session.items if is_contract(i)):
         wanted.setdefault(impl_name, []).append(family)
     for impl_name, families in wanted.items():
+        families = [f for f in families if not state.faults.find(impl_name, f"{impl_name}/{f}")]  # crashed or hung before
+        for family in families:
+            if state.journal:  # a crash or a hang in native code here is the model's: the supervisor says so
+                state.journal.write(trying=[impl_name, family])
+            state.models.precise(state.impl(impl_name), family)
+            if state.journal:
+                state.journal.write(tried=[impl_name, family])
         state.models.refuse_if_all_declined(state.impl(impl_name), families)
         for family in families:
             built = state.models.precise(state.impl(impl_name), family)

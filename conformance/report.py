@@ -34,8 +34,8 @@ STYLE = {"crashed": "bold red", "hung": "bold red", "error": "bold red", "failed
          "xpassed": "yellow", "xfailed": "yellow", "passed": "green", "skipped": "dim"}
 FAULTS = ("crashed", "hung", "error", "failed")  # listed with their messages in the Markdown report
 INCOMPLETE = {
-    "running": "INCOMPLETE: written while the run was going on, which ended before it finished the report (a "
-               "crash kills a serial run: pytest -n 1 isolates crashes in a worker process and reports them)",
+    "running": "INCOMPLETE: written while the run was going on, which ended before it finished the report (its "
+               "process was killed, or a model ended a run in which nothing watched it: --no-conformance-supervisor)",
     "interrupted": "INCOMPLETE: the run was interrupted; contracts after that have no verdict",
 }
 DIFFERENCES_TITLE = ("Cross-framework differences: max relative difference of teacher-forced logits, "
@@ -82,6 +82,7 @@ class Report:
         # process crashed, or was killed); "interrupted" (Ctrl-C, SIGTERM) or "finished" at the end.
         self.status = "running"
         self.selected: int | None = None  # contracts selected to run, where known: each must get a verdict
+        self.ended = ""  # status "crashed": how the run's process ended (conformance/supervisor.py)
 
     def add(self, result: Result) -> None:
         result.message = clean(result.message, limit=1000)  # a model's part in it is cut at its source
@@ -161,6 +162,8 @@ class Report:
 
     def incomplete(self) -> str:
         """Why the report does not hold every verdict of the run, or ''."""
+        if self.status == "crashed":
+            return f"INCOMPLETE: {self.ended}; the contracts it had not run have no verdict"
         if self.status != "finished":
             return INCOMPLETE[self.status]
         if self.missing():
@@ -177,14 +180,15 @@ class Report:
                 continue
             unusable = "; ".join(f"{family}: {reason}" for family, reason in info.unusable.items())
             if info.backend == "?" and not info.dtypes:
-                lines.append(f"{info.name} ({info.target}): {unusable or 'no model was built'}")
+                built = "no model was built" if self.status != "running" else "no model built yet"
+                lines.append(f"{info.name} ({info.target}): {unusable or built}")
                 continue
             dtypes = ", ".join(f"{fam} {dt}" for fam, dt in info.dtypes.items())
             lines.append(
                 f"{info.name} ({info.target}): backend {info.backend} {info.framework_version}, "
                 f"device {info.device}; {dtypes}" + (f"; {unusable}" if unusable else "")
             )
-        lines += [f"crashed a worker: {crash}" for crash in self.crashes]
+        lines += [f"crashed: {crash}" for crash in self.crashes]
         return lines
 
     # Terminal
@@ -327,8 +331,9 @@ class ReportLock:
     the kernel when its process ends, however it ends), and a second run with the same path is
     refused instead of overwriting a report still in progress. The lock file holds the owner's pid."""
 
-    def __init__(self, path):
+    def __init__(self, path, owner: int | None = None):
         self.path = report_stem(path).with_name(f".{report_stem(path).name}.lock")
+        self.owner = owner or os.getpid()  # the pid the user knows the run by
         self.file = None
 
     def acquire(self) -> None:
@@ -351,7 +356,7 @@ class ReportLock:
                 file.close()
                 continue
             file.truncate(0)
-            file.write(f"pid {os.getpid()} on {platform.node()}")
+            file.write(f"pid {self.owner} on {platform.node()}")
             file.flush()
             self.file = file
 

@@ -11,25 +11,31 @@ import pytest
 
 from . import bridges, canonical, golden, harness, loading
 from .faults import Faults, Hung, NotRun
-from .report import ImplInfo, Report
+from .report import ImplInfo, Report, Result
 from .spec import FAMILIES, ModelSpec, device_name
 
 FAULTS_DIR = "conformance_faults"  # workerinput key: the run's shared fault records
+RESULT, IMPL_INFO, LOGITS = "conformance_result", "conformance_impl", "conformance_logits"  # user_properties names
 
 
 class ConformanceSession:
-    def __init__(self, config):
+    def __init__(self, config, supervision=None):
         opt = config.getoption
         self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
+        self.supervision = supervision  # set in the child of a supervised serial run (conformance/supervisor.py)
+        self.journal = supervision.journal if supervision else None
         # pytest -n's controller only merges the workers' results: importing the factories is the workers'
         # job (9 s of CPU for the three frameworks), and a module that crashes on import then spares it.
         self.controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
+        shared = (self.worker or {}).get(FAULTS_DIR) or (str(supervision.dir) if supervision else None)
+        shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
+        self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
+        self.owns_faults_dir = not shared
         names = dict.fromkeys(split_list(opt("impl")))  # each name once
-        self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if self.controller else loading.resolve(n) for n in names]
+        self.impls = [self.resolve(n) for n in names]
         # What the cross-framework contracts compare every implementation with (docs/weights.md).
         reference = opt("reference")
-        self.reference = next((i for i in self.impls if i.name == reference), None) or (
-            loading.Impl(reference, loading.BUILTIN.get(reference, reference)) if self.controller else loading.resolve(reference))
+        self.reference = next((i for i in self.impls if i.name == reference), None) or self.resolve(reference)
         self.weights_dir = None  # canonical weights files, drawn from the seed when a contract first needs them
         self.weights_digests: dict[str, str] = {}  # their SHA-256, as written
         self.families = split_list(opt("family")) or list(FAMILIES)
@@ -50,13 +56,26 @@ class ConformanceSession:
         for impl in self.impls:
             self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
         self.xfail_ids = read_id_file(opt("xfails_file"))
-        shared = (self.worker or {}).get(FAULTS_DIR)
-        shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
         self.contracts_collected = False  # this process collected contracts (an xdist controller collects none)
         self.unusable_reported: set[tuple] = set()  # (impl, family, dtype) whose reason was printed in full
-        self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
-        self.owns_faults_dir = not shared
         self.crash_log = None
+        self.done: set[str] = set()  # contracts that have a verdict from an earlier child of this supervised run
+        if supervision is not None and supervision.attempt:
+            self.report.started = supervision.started
+            self.done = replay(self.journal.events(), self.report)
+
+    def resolve(self, name: str) -> loading.Impl:
+        if self.controller:
+            return loading.Impl(name, loading.BUILTIN.get(name, name))
+        crashed = self.faults.find(f"{name}@import")
+        if crashed:  # in an earlier child of this supervised run
+            return loading.Impl(name, loading.BUILTIN.get(name, name), error=crashed)
+        if self.journal:
+            self.journal.write(trying=[name, None])
+        impl = loading.resolve(name)
+        if self.journal:
+            self.journal.write(tried=[name, None])
+        return impl
 
     def impl(self, name: str) -> loading.Impl:
         return next(i for i in self.impls if i.name == name)
@@ -133,13 +152,36 @@ class ConformanceSession:
         info.device = str(getattr(adapter, "device", "?"))
         info.dtypes[model.family] = model.dtype + (f" ({model.note})" if model.note else "")
 
-    def merge_impl_info(self, value: dict) -> None:
-        info = self.report.impls[value["name"]]
-        for field in ("backend", "framework_version", "device", "error"):
-            if value[field] not in ("?", ""):
-                setattr(info, field, value[field])
-        info.dtypes.update(value["dtypes"])
-        info.unusable.update(value["unusable"])
+
+
+def absorb(report: Report, properties) -> bool:
+    """Put what a test report carries (its user_properties: a result, an implementation's header,
+    logits for the difference matrix) into `report`; whether a result was among it."""
+    added = False
+    for name, value in properties:
+        if name == RESULT:
+            report.add(Result(**value))
+            added = True
+        elif name == IMPL_INFO:
+            info = report.impls.setdefault(value["name"], ImplInfo(value["name"], value["target"]))
+            for field in ("backend", "framework_version", "device", "error"):
+                if value[field] not in ("?", ""):
+                    setattr(info, field, value[field])
+            info.dtypes.update(value["dtypes"])
+            info.unusable.update(value["unusable"])
+        elif name == LOGITS:
+            report.add_logits(**value)
+    return added
+
+
+def replay(events: list[dict], report: Report) -> set[str]:
+    """Put what a supervised run's journal holds into `report`; the node ids that have a verdict."""
+    for event in events:
+        if "properties" in event:
+            absorb(report, event["properties"])
+        elif "crash" in event:
+            report.crashes.append(event["crash"])
+    return {r.nodeid for r in report.results}
 
 
 def split_list(values) -> list[str]:
