@@ -6,8 +6,9 @@
   command that reproduces them; a broken implementation costs its own rows and nothing else.
 - The terminal ends with the conformance matrix; `--conformance-report=PATH` writes it too.
 - `--xfails-file` marks known failures (ids matching nothing are warned about).
-- A model that hangs fails one contract; one that crashes its process (under pytest -n) fails
-  one; the later contracts of that model are reported at once as not run.
+- A model that hangs fails one contract; one that ends the process running it (a serial run's
+  child, watched by conformance/supervisor.py, or an xdist worker) fails one; the later contracts
+  of that model are reported at once as not run.
 - Results travel on each test report (`user_properties`), so pytest-xdist's controller merges
   every worker's into one report, written as results arrive.
 """
@@ -285,6 +286,8 @@ def pytest_report_header(config):
     threads = f"{session.threads} thread(s) per framework" if session.threads else "threads as OMP_NUM_THREADS says"
     lines = [f"conformance: seed {session.seed}, per-contract timeout {session.timeout:g}s, {threads}, "
              f"families {', '.join(session.families)}"]
+    if config.stash.get(OWN_STDERR, None) is not None:  # a serial command-line run that nothing watches
+        lines.append(f"  models run in pytest's own process ({supervisor.why_not(config)}): one that ends it ends the run")
     return lines + ["  " + line for line in session.report.header_lines()[1:]]
 
 

@@ -114,8 +114,18 @@ def owns_process(config) -> bool:
 
 def wanted(config) -> bool:
     """Whether this run is one to supervise (see the module's docstring)."""
-    return (owns_process(config) and config.getoption("conformance_supervisor") and hasattr(os, "fork")
-            and threading.active_count() == 1)
+    return owns_process(config) and not why_not(config)
+
+
+def why_not(config) -> str:
+    """Why a command-line serial run is not supervised, or ''."""
+    if not config.getoption("conformance_supervisor"):
+        return "--no-conformance-supervisor"
+    if not hasattr(os, "fork"):
+        return f"no fork on {sys.platform}"
+    if threading.active_count() > 1:
+        return f"{threading.active_count() - 1} thread(s) already running, which a fork would lose"
+    return ""
 
 
 def supervise(config) -> int | None:
@@ -255,17 +265,22 @@ class Parent:
         if not hang:
             run.journal.write(crash=f"{identity['nodeid']}: {what}")
         events = run.journal.events()
+        maxfail = self.config.getoption("maxfail")
+        if maxfail and sum(r.outcome in FAILING for r in results(events)) >= maxfail:  # -x, --maxfail
+            self.say(f"{identity['nodeid']}: {result.message}; stopping after {maxfail} failure(s) (--maxfail)", red=True)
+            return self.end(events, selected, "", fill=False)
         if not set(selected) - {r.nodeid for r in results(events)}:
             return self.end(events, selected, "")
         self.say(f"{identity['nodeid']}: {result.message}; {later}; the run goes on in a new process", red=True)
         return None
 
-    def end(self, events: list[dict], selected: dict, cause: str, interrupted: bool = False) -> int:
+    def end(self, events: list[dict], selected: dict, cause: str, interrupted: bool = False, fill: bool = True) -> int:
         """The run's end, written by the parent: every selected contract without a verdict is not run
-        because of `cause`; the report says so, the terminal shows the matrix, and the run is red."""
+        because of `cause` (unless not to `fill`: the report then counts them as without a verdict);
+        the report says so, the terminal shows the matrix, and the run is red."""
         report = recovered_report(self.config, events, self.run.started)
         for nodeid, entry in selected.items():
-            if nodeid not in {r.nodeid for r in report.results}:
+            if fill and nodeid not in {r.nodeid for r in report.results}:
                 report.add(Result(**entry, outcome="not run", message=f"not run: {cause}", duration=0.0))
         report.selected = len(selected) or None
         report.status = "interrupted" if interrupted else ("crashed" if cause else "finished")

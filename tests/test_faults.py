@@ -132,15 +132,21 @@ def assert_each_ending_named(run, endings, per_impl: int):
         assert crashed and all(cause in message for message in crashed), crashed
 
 
-def test_models_that_end_their_worker_are_named_with_how_they_ended(pytester, repo_on_pythonpath):
-    """os._exit(0), os._exit(1) and SIGKILL in a worker (a segfault: the test above), one run."""
+def test_models_that_end_or_block_their_worker_are_named_with_how(pytester, repo_on_pythonpath):
+    """os._exit(0), os._exit(1) and SIGKILL in a worker (a segfault: the test above), and a mutex
+    locked twice in native code, which the watchdog ends as a hang: one run under pytest -n 2."""
     endings = {f: c for f, c in ENDINGS.items() if f != "segfaults_in_decoder"}
-    impls = ",".join(f"{FAULTY}:{factory}" for factory in endings)
-    run = run_conformance(pytester, f"{impls},torch", "--family=gru", "-k", "stepwise or eval_calls", workers=2)
+    impls = ",".join(f"{FAULTY}:{factory}" for factory in [*endings, "deadlocks_in_c"])
+    run = run_conformance(pytester, f"{impls},torch", "--family=gru", "-k", "stepwise or eval_calls", "--conformance-timeout=3",
+                          workers=2)
     assert run.outcome.ret == 1
     assert set(run.verdicts("torch").values()) == {"passed"} and len(run.verdicts("torch")) == 8
     assert_each_ending_named(run, endings, per_impl=8)
     assert all(outcomes.count("crashed") <= 2 for outcomes in (faulty_verdicts(run, f"{FAULTY}:{f}")["gru"] for f in endings))
+    stuck = faulty_verdicts(run, f"{FAULTY}:deadlocks_in_c")["gru"]
+    assert set(stuck) - {"passed"} == {"hung", "not run"} and stuck.count("hung") <= 2, stuck
+    assert all(re.search(r"stuck in native code where Python cannot stop it in _lock_twice \(faulty\.py:\d+\)", r["message"])
+               for r in run.report["results"] if r["outcome"] == "hung")
 
 
 def run_serially(pytester, impl: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -198,17 +204,6 @@ def test_model_stuck_in_native_code_is_ended_by_the_watchdog(pytester, repo_on_p
                             r"native code where Python cannot stop it in _lock_twice \(faulty\.py:\d+\): the watchdog ended its "
                             r"process 3s later", hung), hung
     assert elapsed < 2 * (3 + 3) + 90, f"{elapsed:.0f}s: each hang costs its timeout and the watchdog's grace, once"
-
-
-def test_model_stuck_in_native_code_under_xdist_is_reported_as_hung(pytester, repo_on_pythonpath):
-    impl = f"{FAULTY}:deadlocks_in_c"
-    run = run_conformance(pytester, f"{impl},torch", "--family=gru", "-k", "stepwise", "--conformance-timeout=3", workers=2)
-    assert run.outcome.ret == 1
-    assert set(run.verdicts("torch").values()) == {"passed"}
-    outcomes = faulty_verdicts(run, impl)["gru"]
-    assert set(outcomes) - {"passed"} == {"hung", "not run"} and outcomes.count("hung") <= 2, outcomes
-    assert all("stuck in native code where Python cannot stop it in _lock_twice (faulty.py:" in r["message"]
-               for r in run.report["results"] if r["outcome"] == "hung")
 
 
 def test_sigterm_ends_a_run_stuck_in_native_code_with_its_report(pytester, repo_on_pythonpath):
