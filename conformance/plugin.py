@@ -37,6 +37,7 @@ from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, re
 from .session import (  # noqa: F401 (split_list: the benchmarks split --impl with it)
     FAULTS_DIR, IMPL_INFO, LOGITS, RESULT, ConformanceSession, absorb, read_id_file, split_list)
 from .spec import FAMILIES, device_name
+from .text import clean
 
 STASH = pytest.StashKey[ConformanceSession]()
 TIMER = pytest.StashKey[contextlib.ExitStack]()
@@ -534,7 +535,7 @@ def pytest_runtest_makereport(item, call):
     impl_name, family = item.callspec.params["model"]
     excinfo = call.excinfo
     if report.failed and excinfo is not None:
-        line = verdict_line(item, excinfo, session)
+        line = clean(verdict_line(item, excinfo, session), limit=None)  # whatever of a model's text it holds
         if line:
             again = excinfo.errisinstance(harness.UnusableAsBefore)
             report.longrepr = line if again else f"{line}\n  reproduce: {reproduce(item, session)}"
