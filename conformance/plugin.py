@@ -86,8 +86,10 @@ class RunHooks:
         if state.worker is not None or state.supervision is not None:
             # The signal and stack of a crash, and the watchdog's dump of a hang in native code, for
             # the process watching this one to name (pytest_handlecrashitem, the supervisor).
-            log = state.faults.crash_log(state.worker["workerid"]) if state.worker else state.supervision.crash_log
-            state.crash_log = log.open("w")
+            if state.worker:
+                state.crash_log = state.faults.crash_log(state.worker["workerid"]).open("w")
+            else:  # opened before the implementations were imported; pytest's faulthandler plugin took it over since
+                state.crash_log = state.supervision.crash_file
             faulthandler.enable(state.crash_log)
             WATCHDOG.file = state.crash_log
         elif session.config.stash.get(OWN_STDERR, None) is not None:  # a command-line run that nothing watches

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import faulthandler
 import functools
 import json
 import os
@@ -40,7 +41,7 @@ import pytest
 from _pytest.config import create_terminal_writer
 
 from . import loading
-from .faults import Faults, crash_summary, describe_exit, hang_summary, main_frame
+from .faults import WATCHDOG, Faults, crash_summary, describe_exit, hang_summary, main_frame
 from .report import FAILING, ImplInfo, Report, ReportInUse, ReportLock, Result
 from .session import RESULT, replay, split_list
 from .spec import device_name
@@ -57,6 +58,7 @@ class Supervision:
     dir: pathlib.Path
     attempt: int = 0  # 0: the first child; n: the one that goes on after n ended early
     started: float = dataclasses.field(default_factory=time.time)
+    crash_file: object = None  # the child's open crash log
 
     @property
     def crash_log(self) -> pathlib.Path:
@@ -68,11 +70,12 @@ class Supervision:
 
 
 class Journal:
-    """What a child did, one JSON object a line, appended as it happens and flushed at once, so the
-    parent reads it whole up to the moment the child ended: {"start": nodeid}, {"end": nodeid},
-    {"properties": [...]} (what a test report carries to the report), {"trying": [impl, family]}
-    and {"tried": ...} (an implementation imported, a model built and first tried), {"crash": line},
-    {"finished": exit status}."""
+    """What the children did, one JSON object a line, appended as it happens and flushed at once, so
+    the parent reads it whole up to the moment a child ended: {"child": n} (the n-th child starts),
+    {"start": nodeid} and {"end": nodeid}, {"properties": [...]} (what a test report carries to the
+    report), {"trying": [impl, family]} and {"tried": ...} (an implementation imported, or a model
+    built and first tried; family None: imported), {"crash": line} (the parent's), {"finished":
+    exit status} (the session's), {"shutdown": true} (pytest's last act)."""
 
     def __init__(self, path: pathlib.Path):
         self.path = path
@@ -159,6 +162,12 @@ def become_child(config, run: Supervision) -> None:
     if os.getppid() != parent:
         os._exit(2)
     config.stash[SUPERVISION] = run
+    run.journal.write(child=run.attempt)
+    # Where a crash's signal and stack go from now on (the implementations are imported next), and
+    # the watchdog's dump of a hang in native code: read by the parent when the child ends early.
+    run.crash_file = run.crash_log.open("w")
+    faulthandler.enable(run.crash_file)
+    WATCHDOG.file = run.crash_file
     # pytest's last act, however the session went (a usage error included): a child that gets here
     # ended as pytest ends, and its exit status is pytest's.
     config.add_cleanup(lambda: run.journal.write(shutdown=True))
@@ -331,6 +340,7 @@ class Culprit:
     @classmethod
     def of(cls, events: list[dict], selected: dict) -> Culprit:
         done = {r.nodeid for r in results(events)}
+        events = events[max((i for i, e in enumerate(events) if "child" in e), default=0):]  # the last child's
         ended = {e["end"] for e in events if "end" in e}
         running = next((e["start"] for e in reversed(events) if "start" in e), None)
         if running in selected and running not in ended and running not in done:

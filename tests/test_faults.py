@@ -167,20 +167,22 @@ def test_models_that_end_the_process_of_a_serial_run_fail_one_contract_each_and_
     that said "running" with no result; a segfault or SIGKILL ended it with every verdict lost. Now
     the process watching the one that runs the models names the contract and how it ended, in one
     line, and the run goes on in a new process: every contract has a verdict, and the run is red."""
-    run = run_serially(pytester, ",".join(f"{FAULTY}:{factory}" for factory in ENDINGS) + ",torch", "--family=gru",
-                       "-k", "stepwise or eval_calls")
+    on_import = "tests.broken.crashes_on_import:make_model"  # a segfault as the module is imported
+    impls = ",".join(f"{FAULTY}:{factory}" for factory in ENDINGS)
+    run = run_serially(pytester, f"{impls},{on_import},torch", "--family=gru", "-k", "stepwise or eval_calls")
     output = run.stdout + run.stderr
     assert run.returncode == 1, output[-3000:]
     report = report_of(pytester)
-    run_ = type("Run", (), {"report": report})
     assert report["status"] == "finished" and len(report["results"]) == 5 * 8, "a verdict for every contract"
     assert {r["outcome"] for r in report["results"] if r["impl"] == "torch"} == {"passed"}
-    assert_each_ending_named(run_, ENDINGS, per_impl=8)
+    assert_each_ending_named(type("Run", (), {"report": report}), ENDINGS, per_impl=8)
     lines = [line for line in output.splitlines() if line.startswith("conformance: ")]
-    assert len(lines) == 4, lines
+    assert len(lines) == 5, lines
     for factory, cause in ENDINGS.items():
         [line] = [line for line in lines if f"{FAULTY}:{factory}-gru-" in line]
         assert cause in line and line.endswith("the run goes on in a new process"), line
+    error = "it crashed the process running the models while it was imported (Segmentation fault in <module> (crashes_on_import.py:"
+    assert [i["error"] for i in report["implementations"] if i["name"] == on_import][0].startswith(error)
     assert "INTERNALERROR" not in output and "Traceback" not in output
 
 
