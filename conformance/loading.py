@@ -32,6 +32,7 @@ BUILTIN = {
     "tensorflow": "conformance_impls.tensorflow:factory",
     "mxnet": "conformance_impls.mxnet:factory",
     "numpy": "conformance_impls.numpy:factory",  # the executable specification of docs/weights.md
+    "onnxruntime": "conformance_impls.onnxruntime:factory",  # the torch references exported to ONNX (extra [onnx])
 }
 
 
@@ -142,7 +143,8 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         built_on = device_name(built_on)
     if built_on != spec.device:  # an adapter of the user's own: nothing moves it
         return Declined(f"{impl.target} built {spec.family} on {built_on}, not on {spec.device}")
-    return CheckedModel(adapter, spec, impl.name, vocab, canonical_weights=declared.canonical_weights)
+    return CheckedModel(adapter, spec, impl.name, vocab, canonical_weights=declared.canonical_weights,
+                        weights_id=declared.weights_id)
 
 
 def on(spec: ModelSpec) -> str:

@@ -176,7 +176,7 @@ def interrupt(signum, frame):
 def pytest_addoption(parser):
     group = parser.getgroup("conformance", "seq2seq Encoder-Decoder conformance")
     group.addoption("--impl", action="append", default=[], metavar="NAME",
-                    help="implementation(s) under test: torch, tensorflow, mxnet, numpy or module:factory; comma-separated or repeated")
+                    help="implementation(s) under test: torch, tensorflow, mxnet, onnxruntime, numpy or module:factory; comma-separated or repeated")
     group.addoption("--family", action="append", default=[], metavar="FAMILY",
                     help=f"restrict to these families (default all: {', '.join(FAMILIES)})")
     group.addoption("--conformance-seed", type=int, default=0, metavar="N",
@@ -436,7 +436,14 @@ def canonical_pair(request, model):
     if model.impl_name == session.reference.name:
         pytest.skip(f"{model.impl_name} is the reference (--reference={session.reference.name})")
     own = session.canonical(session.impl(model.impl_name), model.family, model.dtype)
-    return own, session.canonical(session.reference, model.family, "float64", device="cpu")
+    reference = session.canonical(session.reference, model.family, "float64", device="cpu")
+    if (own.weights_id, own.canonical_weights) != (reference.weights_id, reference.canonical_weights):
+        pytest.skip(f"{own.impl_name} holds {weights_held(own)}, the reference {reference.impl_name} {weights_held(reference)}")
+    return own, reference
+
+
+def weights_held(model: harness.CheckedModel) -> str:
+    return "the canonical weights" if model.canonical_weights else f"the weights {model.weights_id!r} (Declared weights_id)"
 
 
 @pytest.fixture
@@ -447,7 +454,10 @@ def golden_pair(request, model):
         weights, vectors = str(golden.verify(golden.weights_path(model.family))), golden.load(model.family)
     except golden.DamagedFile as exc:
         pytest.fail(str(exc), pytrace=False)
-    return session.canonical(session.impl(model.impl_name), model.family, model.dtype, weights, **golden.SIZES), vectors
+    own = session.canonical(session.impl(model.impl_name), model.family, model.dtype, weights, **golden.SIZES)
+    if not own.canonical_weights:
+        pytest.skip(f"{own.impl_name} holds {weights_held(own)}, not the golden canonical weights")
+    return own, vectors
 
 
 @pytest.fixture

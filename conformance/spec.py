@@ -68,6 +68,9 @@ class Declared:
       never draws them as ordinary tokens, and greedy decoding never chooses them.
     - `canonical_weights`: True when the model holds the weights of `spec.weights` (docs/weights.md).
       The cross-framework contract compares only such models; one that ignores the file is skipped.
+    - `weights_id`: a name for the weights the model holds whatever `spec.weights` says (a checkpoint,
+      a config and seed): an export and the model it came from declare the same one, and the
+      cross-framework contracts compare them (`--reference` names one of them).
     `model` is anything a factory may return: a framework model or a `Seq2SeqAdapter`.
     """
 
@@ -77,6 +80,7 @@ class Declared:
     reserved_src_ids: Sequence[int] = ()
     reserved_tgt_ids: Sequence[int] = ()
     canonical_weights: bool = False
+    weights_id: str | None = None
 
 
 def declares_canonical_weights(make_model):

@@ -65,7 +65,7 @@ def run_conformance(pytester, impl: str, *args: str, workers: int = 0) -> Run:
 
 
 BACKENDS = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}  # built-in --impl name: module
-FRAMEWORKS = {**BACKENDS, "keras2": "tf_keras"}  # tests/broken/<name>_models.py: the module it needs
+FRAMEWORKS = {**BACKENDS, "keras2": "tf_keras", "onnxruntime": "onnxruntime"}  # tests/broken/<name>_models.py: the module it needs
 
 
 def backend_param(name: str, *values, id=None):

@@ -18,6 +18,13 @@ if importlib.util.find_spec("tf_keras"):
     import tf_keras  # noqa: F401
 if importlib.util.find_spec("mxnet"):
     import_mxnet()
+if importlib.util.find_spec("onnxruntime"):
+    import onnxruntime  # noqa: F401
+if importlib.util.find_spec("transformers"):
+    # transformers imports its models lazily, on first use: a model first used inside a run is gone
+    # (with the lazy loader's record of it) when pytester restores sys.modules.
+    from transformers import MarianConfig, MarianMTModel  # noqa: F401
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

@@ -72,19 +72,24 @@ THREADS_SEEN = """
 import sys
 from benchmarks import workload
 from benchmarks.backends import subject
+model = subject(sys.argv[1], "gru", "cpu").model
 subject(sys.argv[1], "gru", "cpu").greedy(*workload.source(1), 4)
 if sys.argv[1] == "torch":
     import torch
     print(torch.get_num_threads())
+elif sys.argv[1] == "onnxruntime":
+    options = model.decoder.session.get_session_options()
+    print(options.intra_op_num_threads, options.inter_op_num_threads)
 else:
     import tensorflow as tf
     print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())
 """
 
 
-@pytest.mark.parametrize("backend, expected", [("torch", "1"), ("tensorflow", "1 1")])
+@pytest.mark.parametrize("backend, expected", [("torch", "1"), ("tensorflow", "1 1"), ("onnxruntime", "1 1")])
 def test_a_benchmark_process_runs_the_threads_it_asks_for(backend, expected):
-    """BENCH_THREADS reaches each framework through its bridge (TensorFlow: one inter-op thread too)."""
+    """BENCH_THREADS reaches each framework through its bridge (TensorFlow and ONNX Runtime sessions:
+    one inter-op thread too)."""
     pytest.importorskip(backend)
     run = subprocess.run([sys.executable, "-c", THREADS_SEEN, backend], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, BENCH_THREADS="1"))

@@ -22,6 +22,7 @@ BRIDGES = (
     ("keras", "conformance.bridges.tensorflow_bridge"),
     ("tf_keras", "conformance.bridges.tf_keras_bridge"),  # Keras 2, beside Keras 3 in one process
     ("mxnet", "conformance.bridges.mxnet_bridge"),
+    ("onnxruntime", "conformance.bridges.onnxruntime_bridge"),  # exported graphs (OnnxSeq2Seq)
 )
 
 
