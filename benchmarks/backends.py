@@ -1,6 +1,9 @@
-"""How a backend plugs into the benchmarks: one impl package, three functions.
+"""How a backend plugs into the benchmarks: one reference package, three functions.
 
-`impls.<backend>` provides `make_model(spec)` and, for decoding,
+A backend is a built-in `--impl` name (torch, tensorflow, mxnet), resolved and built as the
+conformance suite does it (`conformance.loading`: `torch` is `conformance_impls.torch:factory`, the
+installed impls/torch), so a benchmark process finds it wherever it runs: asv starts its processes
+in a temporary directory, with no checkout on the import path. Beside its factory the package provides
 
     greedy_decode(model, src, src_valid_len, bos, steps) -> np.ndarray (batch, steps)
     recompute_greedy_decode(model, src, src_valid_len, bos, steps) -> np.ndarray (batch, steps)
@@ -11,7 +14,8 @@ synchronisation are each framework's bridge's (`device_scope`, `place`, `synchro
 conformance/bridges/<backend>_bridge.py): nothing here knows a framework. A function the package does
 not define yet makes the benchmarks that need it skip with a reason (asv counts NotImplementedError
 raised in setup as a skip; the pytest side calls pytest.skip), so defining it later lights them up
-with no benchmark change.
+with no benchmark change. A reference that cannot be imported, or a factory that raises, is an error:
+the benchmark fails, it does not skip.
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ import functools
 import importlib
 import os
 import pathlib
+import sys
 
 import numpy as np
 
+from conformance import loading
 from conformance.bridges import for_backend
 from conformance.spec import Unsupported, device_name
 
@@ -55,7 +61,7 @@ class Subject:
     def function(self, name):
         fn = getattr(self.package, name, None)
         if fn is None:
-            raise Unavailable(f"impls.{self.backend} has no {name}() yet")
+            raise Unavailable(f"{self.package.__name__} has no {name}() yet")
         return fn
 
     def check(self, *names):
@@ -79,29 +85,35 @@ class Subject:
 
 @functools.lru_cache(maxsize=None)
 def subject(backend: str, family: str, device: str) -> Subject:
-    """Import, build and place the model once per process (asv re-runs setup between samples)."""
+    """Resolve, build and place the model once per process (asv re-runs setup between samples), by the
+    suite's resolver and builder, as `pytest conformance/ --impl=<backend> --device=<device>` does."""
     device = device_name(device)
     if backend not in workload.BACKENDS:
         raise Unavailable(f"unknown backend {backend!r}")
-    try:
-        package = importlib.import_module(f"impls.{backend}")
-    except Exception as exc:  # a framework that is not installed, or fails to load here
-        raise Unavailable(f"impls.{backend} cannot be imported: {exc!r}") from exc
-    check_root(package.__file__, f"impls.{backend}")
-    workload.pin_framework_threads()
-    # Device checks, placement and synchronisation are the framework's bridge's (conformance.bridges).
+    impl = loading.resolve(backend)
+    if impl.error:  # our reference, installed with the suite: a failure of the run, never a skip
+        raise ImportError(f"--impl={backend}: {impl.error}")
+    package = sys.modules[impl.target.split(":", 1)[0]]
+    check_root(package.__file__, impl.target)
+    workload.pin_framework_threads()  # the framework is imported; nothing ran on it yet
     bridge = for_backend(backend)
     try:
-        scope = bridge.device_scope(device)
+        scope = bridge.device_scope(device)  # a device the framework cannot see: declined before building
     except Unsupported as exc:
         raise Unavailable(str(exc)) from exc
-    with scope():
-        try:
-            model = package.make_model(workload.spec(family, device))
-        except Unsupported as exc:
-            raise Unavailable(f"impls.{backend} declines {family}: {exc}") from exc
-        model = bridge.place(model, device)
-    return Subject(backend, family, device, package, model, bridge, scope)
+    built = loading.build(impl, workload.spec(family, device))
+    if isinstance(built, loading.Declined):
+        raise Unavailable(built.reason)
+    if isinstance(built, loading.Broken):
+        raise RuntimeError(built.reason)
+    return Subject(backend, family, device, package, factory_output(built), bridge, scope)
+
+
+def factory_output(model) -> object:
+    """What the factory returned, given the suite's checked model: a bridge keeps the framework model
+    it wrapped (and placed) as `.model`; an adapter of the user's own is what the factory returned."""
+    adapter = model.adapter
+    return adapter.model if type(adapter).__module__.startswith("conformance.bridges.") else adapter
 
 
 def prepared(backend, family, device, batch, *names, steps=None):

@@ -6,7 +6,8 @@ them in reports (benchmarks/plot.py), never tracked, or a slowdown would read as
 
 Each combination runs in its own process; `setup` builds the model once per process and warms it
 up (tracing, compilation, caches) at the timed shape, so the timed call is steady-state.
-Unavailable combinations (no GPU, a backend without `greedy_decode` yet) skip with a reason.
+Unavailable combinations (no GPU, a backend without `greedy_decode` yet) skip with a reason; a
+reference that cannot be imported or built fails (backends.subject).
 """
 import itertools
 
@@ -123,7 +124,7 @@ class ImplDecode(_Timed):
     seconds to decode `steps` greedy tokens from source tokens by the interface loop (through the
     adapter, conformance.decoding) or the native loop (the factory module's greedy_decode).
 
-        BENCH_IMPLS=mypkg.models:make_model asv run --python=same --quick --bench ImplDecode
+        BENCH_IMPLS=mypkg.models:make_model ASV_PYTHONPATH=$PWD asv run --python=same --quick --bench ImplDecode
     """
 
     params = [asv_impls(), list(W.FAMILIES), list(W.BATCHES), list(W.DEVICES), list(W.DECODE_LENGTHS), list(LOOPS)]

@@ -1,7 +1,7 @@
 """Decode throughput of any implementation, named as the conformance suite names it.
 
     pytest benchmarks/ --impl=mypkg.models:make_model,torch --benchmark-only
-    BENCH_IMPLS=mypkg.models:make_model asv run --python=same --quick --bench ImplDecode
+    BENCH_IMPLS=mypkg.models:make_model ASV_PYTHONPATH=$PWD asv run --python=same --quick --bench ImplDecode
 
 A name is `torch`, `tensorflow`, `mxnet`, `numpy` or `module:factory`, resolved and built by
 `conformance.loading` (the suite's one resolver), on the workload's spec (workload.py). Two loops:
@@ -34,7 +34,7 @@ from conformance.decoding import greedy_tokens
 from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
 
 from . import workload
-from .backends import Unavailable, check_root
+from .backends import Unavailable, check_root, factory_output
 
 LOOPS = ("interface", "native")
 DEFAULT_IMPLS = tuple(loading.BUILTIN)  # asv without BENCH_IMPLS: our references
@@ -53,12 +53,15 @@ class ImplSubject:
     native: Callable | None  # the factory module's greedy_decode, bound to what the factory returned
 
     def loop(self, loop: str) -> Callable:
-        """(src, src_valid_len, steps) -> (batch, steps) tokens by the named loop."""
+        """(src, src_valid_len, steps) -> (batch, steps) tokens by the named loop, from the start id the
+        model declares (Declared(start_tgt_id=...)), else the workload's BOS."""
+        start = self.model.vocab.start
+        bos = workload.BOS if start is None else start
         if loop == "interface":
-            return lambda src, valid, steps: greedy_tokens(self.model, src, valid, workload.BOS, steps)
+            return lambda src, valid, steps: greedy_tokens(self.model, src, valid, bos, steps)
         if self.native is None:
             raise Unavailable(f"{self.name} offers no native loop (its factory's module has no greedy_decode)")
-        return lambda src, valid, steps: self.native(src, valid, workload.BOS, steps)
+        return lambda src, valid, steps: self.native(src, valid, bos, steps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,13 +95,6 @@ def on_device(model, call: Callable) -> Callable:
             return call(*args)
 
     return scoped
-
-
-def factory_output(model) -> object:
-    """What the factory returned: a bridge keeps the framework model it wrapped as `.model`; an
-    adapter of the user's own is what the factory returned."""
-    adapter = model.adapter
-    return adapter.model if type(adapter).__module__.startswith("conformance.bridges.") else adapter
 
 
 def impl_call(name, family, device, batch, loop, steps) -> Callable[[], np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import tolerances
-from .harness import ContractFailure
+from .harness import CannotJudge, ContractFailure
 from .trees import array_leaves
 
 
@@ -26,8 +26,13 @@ class Check:
         self.dtype = dtype
         self.tolerance = tolerance[dtype]
 
-    def fail(self, message: str):
-        raise ContractFailure(f"[{self.contract}] {message}")
+    def fail(self, message: str, compared: bool = False, measured: float | None = None):
+        """`compared`: the failure is two computations of the same thing that disagree (by `measured`)."""
+        raise ContractFailure(f"[{self.contract}] {message}", compared, measured)
+
+    def cannot_judge(self, why: str, cause: str):
+        """The contract cannot tell, because `why`; `cause` names the finding that explains it."""
+        raise CannotJudge(f"[{self.contract}] could not judge: {why}", cause)
 
     def close(self, actual, expected, what: str, index_names=("batch", "step", "token")):
         """Equal up to rounding: the relative error stays within the dtype's tolerance."""
@@ -38,7 +43,8 @@ class Check:
             where = ", ".join(f"{n}={i}" for n, i in zip(index_names, worst)) if index_names else f"index {worst}"
             self.fail(
                 f"{what}: max relative error {error:.2e} > tolerance {self.tolerance:.0e} ({self.dtype})"
-                f"{f'; worst at {where}: {np.asarray(actual)[worst]:.10g} vs {np.asarray(expected)[worst]:.10g}' if worst else ''}"
+                f"{f'; worst at {where}: {np.asarray(actual)[worst]:.10g} vs {np.asarray(expected)[worst]:.10g}' if worst else ''}",
+                compared=True, measured=error,
             )
 
     def same_tokens_unless_tied(self, actual, expected, expected_logits, what: str):
@@ -67,7 +73,8 @@ class Check:
         """Bit for bit: the same computation on the same inputs."""
         if np.shape(actual) != np.shape(expected) or not np.array_equal(actual, expected, equal_nan=True):
             error, worst = relative_error(actual, expected) if np.shape(actual) == np.shape(expected) else (np.inf, ())
-            self.fail(f"{what}: not identical (max relative difference {error:.2e} at {worst}), but should be bit for bit")
+            self.fail(f"{what}: not identical (max relative difference {error:.2e} at {worst}), but should be bit for bit",
+                      compared=True, measured=error)
 
     def trees_identical(self, actual, expected, what: str):
         """Same structure, same array leaves bit for bit; names the first leaf that differs."""

@@ -22,11 +22,32 @@ from .trees import opaque_leaves
 
 
 class ConformanceError(Exception):
-    """Base of the failures the plugin reports as one line."""
+    """Base of the failures the plugin reports as one line. `reason`: what went wrong, without the call it
+    went wrong in (the same exception raised by several contracts is one finding: conformance/findings.py)."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
 
 
 class ContractFailure(ConformanceError):
-    """The implementation broke the contract under test."""
+    """The implementation broke the contract under test. `compared`: the failure is a disagreement of two
+    computations of the same thing, and `measured` how far apart they were (None: not a single number);
+    calls that are not repeatable can fail such a comparison with no other bug (conformance/findings.py)."""
+
+    def __init__(self, message: str, compared: bool = False, measured: float | None = None):
+        super().__init__(message)
+        self.compared = compared
+        self.measured = measured
+
+
+class CannotJudge(ContractFailure):
+    """The contract cannot tell whether the model keeps it, because something it relies on does not hold
+    (repeatable calls, right gradients). `cause` names that, as its finding does (conformance/findings.py)."""
+
+    def __init__(self, message: str, cause: str):
+        super().__init__(message)
+        self.cause = cause
 
 
 class ModelRaised(ConformanceError):
@@ -55,6 +76,9 @@ class OpaqueState(ConformanceError):
     """A tree holds an object the suite cannot see into, so no contract on it can be checked."""
 
 
+FLOAT64_UNAVAILABLE = "float64 unavailable"  # how a model's note begins where it runs in float32 instead
+
+
 def one_line(exc: BaseException, limit: int = LIMIT) -> str:
     """'TypeName: message' on one line of printable text (Keras colours its errors; a model's
     message may hold any control sequence), cut to `limit` characters."""
@@ -70,7 +94,8 @@ def shape_of(a) -> str:
 
 class CheckedModel:
     def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, vocab: Vocabulary, note: str = "",
-                 canonical_weights: bool = False, weights_id: str | None = None):
+                 canonical_weights: bool = False, weights_id: str | None = None,
+                 tokens_per_call: int | None = None):
         self.adapter = adapter
         self.spec = spec
         self.impl_name = impl_name
@@ -79,6 +104,12 @@ class CheckedModel:
         self.precision = adapter.dtype  # whose tolerances apply: see conformance.precision
         self.canonical_weights = canonical_weights  # holds spec.weights, as its factory declared
         self.weights_id = weights_id  # or weights of its own, named so (an export and its source)
+        self.tokens_per_call = tokens_per_call  # most tokens a decoder call on a decoded state takes (declared)
+        # Calls that give other numbers when repeated: {"decode" | "forward" | "gradients": max relative
+        # difference of two identical calls} (conformance/repeatability.py); and which of those calls the
+        # contract now running made, so that a failure they explain says so (conformance/findings.py).
+        self.randomness: dict[str, float] = {}
+        self.used: set[str] = set()
 
     @property
     def dtype(self) -> str:
@@ -99,38 +130,41 @@ class CheckedModel:
         except PASS_THROUGH:
             raise
         except BaseException as exc:  # the implementation's own error, whatever its type: sys.exit() too
-            raise ModelRaised(f"{what} raised {one_line(exc)}") from exc
+            raise ModelRaised(f"{what} raised {one_line(exc)}", f"raises {one_line(exc)}") from exc
 
     def _logits(self, logits, batch: int, steps: int, what: str) -> np.ndarray:
         expected = (batch, steps, self.vocab.tgt_size)
         if not isinstance(logits, np.ndarray) or not np.issubdtype(logits.dtype, np.floating):
             kind = getattr(logits, "dtype", type(logits).__name__)
-            raise BadOutput(f"{what} returned logits of type {kind}, but should return a floating array")
+            problem = f"returned logits of type {kind}, but should return a floating array"
+            raise BadOutput(f"{what} {problem}", problem)
         if logits.shape != expected:
-            raise BadOutput(
-                f"{what} returned logits of shape {logits.shape}, but should be (batch, steps, tgt_vocab)={expected}"
-            )
+            problem = f"returned logits of shape {logits.shape}, but should be (batch, steps, tgt_vocab)={expected}"
+            raise BadOutput(f"{what} {problem}", problem)
         bad = ~np.isfinite(logits)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             raise BadOutput(
                 f"{what} returned {int(np.isnan(logits).sum())} NaN and {int(np.isinf(logits).sum())} infinite "
-                f"logits of {logits.size}; first at (batch, step, token)={first}"
+                f"logits of {logits.size}; first at (batch, step, token)={first}", "returns non-finite logits"
             )
         return logits
 
     # The d2l interface, one call each.
     def encode(self, src, src_valid_len):
+        self.used.add("decode")
         with self.calling(f"encoder.forward(X of shape {shape_of(src)})"):
             return self.adapter.encode(src, src_valid_len)
 
     def init_state(self, enc_outputs, src_valid_len):
         what = "decoder.init_state(enc_outputs, valid_lens)"
+        self.used.add("decode")
         with self.calling(what):
             return self._state(self.adapter.init_state(enc_outputs, src_valid_len), what)
 
     def decode(self, tgt, state):
         what = f"decoder.forward(X of shape {shape_of(tgt)}, state)"
+        self.used.add("decode")
         with self.calling(what):
             logits, state = self.adapter.decode(tgt, state)
         return self._logits(logits, *np.shape(tgt), what), self._state(state, what)
@@ -139,11 +173,13 @@ class CheckedModel:
     def _state(state, what: str):
         # None carries nothing of the source: the next call would fail on it, and be blamed.
         if state is None:
-            raise BadOutput(f"{what} returned None as the state, but should return the state for the next call")
+            problem = "returned None as the state, but should return the state for the next call"
+            raise BadOutput(f"{what} {problem}", problem)
         return state
 
     def forward(self, batch: Batch) -> np.ndarray:
         what = f"EncoderDecoder.forward(enc_X {shape_of(batch.src)}, dec_X {shape_of(batch.tgt)}, valid_lens)"
+        self.used.add("forward")
         with self.calling(what):
             logits = self.adapter.forward(batch.src, batch.tgt, batch.src_valid_len)
         return self._logits(logits, *batch.tgt.shape, what)
@@ -156,7 +192,8 @@ class CheckedModel:
             path, kind = opaque[0]
             raise OpaqueState(
                 f"leaf {path} is a {kind}, which the suite cannot see into, so it cannot compare, snapshot or "
-                f"reorder it: register a state codec for it (conformance.register_state_codec)"
+                f"reorder it: register a state codec for it (conformance.register_state_codec)",
+                f"keeps a {kind} in its state, which the suite cannot see into without a state codec",
             )
         return converted
 
@@ -165,6 +202,7 @@ class CheckedModel:
             return self.adapter.from_numpy(tree)
 
     def gradients(self, batch: Batch, cotangent: np.ndarray):
+        self.used.add("gradients")
         with self.calling("gradients of sum(logits * cotangent)"):
             try:
                 return self.adapter.gradients(batch.src, batch.tgt, batch.src_valid_len, cotangent)
@@ -190,12 +228,26 @@ class CheckedModel:
         """All target steps in one decoder call, from a fresh state."""
         return self.decode(batch.tgt, self.initial_state(batch))[0]
 
-    def chunked(self, batch: Batch, chunk: int, state=None) -> tuple[np.ndarray, object]:
-        """The target fed `chunk` tokens per decoder call, each call continuing the returned state."""
-        state = self.initial_state(batch) if state is None else state
-        pieces = []
+    def chunked(self, batch: Batch, chunk: int) -> tuple[np.ndarray, object]:
+        """The target fed `chunk` tokens per decoder call from a fresh state, each call continuing the
+        returned state. A model that declares fewer tokens per call declines it (the contract is skipped)."""
+        limit = self.tokens_per_call
+        if limit is not None and chunk > limit and batch.tgt.shape[1] > chunk:
+            raise ModelDeclined(f"decoding {chunk} tokens per call on a state that has decoded: the model declares "
+                                f"at most {limit} (Declared(tokens_per_call={limit}))")
+        state, pieces = self.initial_state(batch), []
         for start in range(0, batch.tgt.shape[1], chunk):
             logits, state = self.decode(batch.tgt[:, start : start + chunk], state)
+            pieces.append(logits)
+        return np.concatenate(pieces, axis=1), state
+
+    def decode_on(self, tgt, state) -> tuple[np.ndarray, object]:
+        """Decoding `tgt` on from a state that has decoded before: in one call, or in as many tokens per
+        call as the model declares it takes (OpenNMT-py's cached decoder takes one)."""
+        step = self.tokens_per_call or tgt.shape[1]
+        pieces = []
+        for start in range(0, tgt.shape[1], step):
+            logits, state = self.decode(tgt[:, start : start + step], state)
             pieces.append(logits)
         return np.concatenate(pieces, axis=1), state
 

@@ -10,6 +10,7 @@ import time
 
 import jinja2
 
+from . import findings as findings_module
 from .report import DIFFERENCES_TITLE, FAILING, GLYPH, Report
 
 
@@ -24,12 +25,14 @@ def render_html(report: Report) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("conformance", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
     )
+    found = report.findings()
+    follows = findings_module.follows_from(found)
     failures, anchors = [], {}
     for r in report.results:
         if r.outcome in FAILING or r.outcome == "not run":
             anchor = f"failure-{len(failures) + 1}"
             anchors.setdefault((r.impl, r.family, r.area, r.contract), anchor)
-            failures.append({**vars(r), "anchor": anchor})
+            failures.append({**vars(r), "anchor": anchor, "follows_from": follows.get(r.nodeid, "")})
     cells = report.cells()
     rows = [
         {
@@ -64,6 +67,9 @@ def render_html(report: Report) -> str:
         summary=report.counts(),
         glyphs=GLYPH,
         failures=failures,
+        findings=[{**findings_module.as_dict(f), "failed": findings_module.contract_list(f.contracts(following=False)),
+                   "following": findings_module.contract_list(f.contracts(following=True))} for f in found],
+        findings_summary=findings_module.summary(found),
         differences={"header": header, "rows": difference_rows} if difference_rows else None,
         differences_title=DIFFERENCES_TITLE,
         incomplete=report.incomplete(),

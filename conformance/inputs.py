@@ -32,12 +32,14 @@ BATCHED = tuple(c for c in CASES if c.batch >= 2)
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
     """The token ids a model has on each side (0..size-1), and those with a special meaning (padding,
-    BOS, EOS) that the suite never draws as ordinary tokens nor lets greedy decoding choose."""
+    BOS, EOS) that the suite never draws as ordinary tokens nor lets greedy decoding choose; `start`,
+    if the model declared one, is the first target token of every decode from a fresh state."""
 
     src_size: int
     tgt_size: int
     reserved_src: frozenset[int] = frozenset()
     reserved_tgt: frozenset[int] = frozenset()
+    start: int | None = None
 
     def size(self, side: str) -> int:
         return self.src_size if side == "src" else self.tgt_size
@@ -45,7 +47,15 @@ class Vocabulary:
     def ordinary(self, side: str) -> np.ndarray:
         """The ids the suite draws on `side`, ascending."""
         ids = np.arange(self.size(side))
-        return ids[~np.isin(ids, list(self.reserved_src if side == "src" else self.reserved_tgt))]
+        special = self.reserved_src if side == "src" else self.reserved_tgt | {self.start}
+        return ids[~np.isin(ids, [i for i in special if i is not None])]
+
+    def started(self, tgt: np.ndarray) -> np.ndarray:
+        """Targets that begin with the start id, where the model declared one (a copy)."""
+        tgt = np.array(tgt, dtype=np.int64)
+        if self.start is not None and tgt.shape[-1]:
+            tgt[..., 0] = self.start
+        return tgt
 
     def greedy(self, logits: np.ndarray) -> np.ndarray:
         """argmax over the last axis, among the ordinary target ids (a decoder never emits padding)."""
@@ -78,14 +88,15 @@ def random_tokens(rng: np.random.Generator, vocab: Vocabulary, side: str, shape)
 
 
 def random_batch(rng: np.random.Generator, vocab: Vocabulary, case: Case, full_first: bool = True) -> Batch:
-    """Uniform ordinary tokens; ragged valid lengths. The first example fills the source unless told not to."""
+    """Uniform ordinary tokens, after the start id where the model declared one; ragged valid lengths.
+    The first example fills the source unless told not to."""
     lens = rng.integers(1, case.src_steps + 1, size=case.batch)
     if full_first:
         lens[0] = case.src_steps
     return Batch(
         src=random_tokens(rng, vocab, "src", (case.batch, case.src_steps)),
         src_valid_len=lens.astype(np.int64),
-        tgt=random_tokens(rng, vocab, "tgt", (case.batch, case.tgt_steps)),
+        tgt=vocab.started(random_tokens(rng, vocab, "tgt", (case.batch, case.tgt_steps))),
     )
 
 

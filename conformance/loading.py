@@ -20,8 +20,9 @@ import numpy as np
 
 from .bridges import as_adapter, building_on, seed_frameworks
 from .faults import WATCHDOG
-from .harness import PASS_THROUGH, CheckedModel, ConformanceError, one_line
+from .harness import FLOAT64_UNAVAILABLE, PASS_THROUGH, CheckedModel, ConformanceError, one_line
 from .inputs import Batch, Vocabulary
+from . import repeatability
 from .precision import effective_precision
 from .spec import Declared, ModelSpec, Unsupported, device_name
 from .text import clean
@@ -126,6 +127,9 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
     declared = model if isinstance(model, Declared) else Declared(model)
     if declared.model is None:
         return Declined(f"{impl.target} returned None for {spec.family}/{spec.dtype}")
+    limit = declared.tokens_per_call
+    if limit is not None and not (isinstance(limit, (int, np.integer)) and limit >= 1):
+        return Broken(f"{impl.target} declared tokens_per_call={limit!r}: a decoder call takes one token or more")
     try:
         vocab = declared_vocabulary(spec, declared)
     except ValueError as exc:
@@ -144,7 +148,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
     if built_on != spec.device:  # an adapter of the user's own: nothing moves it
         return Declined(f"{impl.target} built {spec.family} on {built_on}, not on {spec.device}")
     return CheckedModel(adapter, spec, impl.name, vocab, canonical_weights=declared.canonical_weights,
-                        weights_id=declared.weights_id)
+                        weights_id=declared.weights_id, tokens_per_call=declared.tokens_per_call)
 
 
 def on(spec: ModelSpec) -> str:
@@ -162,15 +166,22 @@ def declared_vocabulary(spec: ModelSpec, declared: Declared) -> Vocabulary:
         outside = sorted(i for i in reserved[side] if not 0 <= i < size)
         if outside:
             raise ValueError(f"reserved_{side}_ids {outside} outside its vocabulary [0, {size})")
-        if size - len(reserved[side]) < 2:
-            raise ValueError(f"reserved_{side}_ids leave fewer than two ordinary ids of {size}")
-    return Vocabulary(int(sizes["src"]), int(sizes["tgt"]), reserved["src"], reserved["tgt"])
+    start = declared.start_tgt_id
+    if start is not None and not (isinstance(start, (int, np.integer)) and 0 <= start < sizes["tgt"]):
+        raise ValueError(f"start_tgt_id={start!r} outside its vocabulary [0, {sizes['tgt']})")
+    for side, size in sizes.items():
+        special = reserved[side] | ({start} if side == "tgt" and start is not None else set())
+        if size - len(special) < 2:
+            raise ValueError(f"reserved_{side}_ids{' and start_tgt_id' if side == 'tgt' and start is not None else ''} "
+                             f"leave fewer than two ordinary ids of {size}")
+    return Vocabulary(int(sizes["src"]), int(sizes["tgt"]), reserved["src"], reserved["tgt"],
+                      None if start is None else int(start))
 
 
 def smoke_test(model: CheckedModel) -> str:
     """'' if a tiny decode runs and returns logits in the model's dtype, else what went wrong."""
     src, tgt = (int(model.vocab.ordinary(side)[0]) for side in ("src", "tgt"))
-    batch = Batch(np.full((2, 3), src, np.int64), np.array([3, 2], np.int64), np.full((2, 2), tgt, np.int64))
+    batch = Batch(np.full((2, 3), src, np.int64), np.array([3, 2], np.int64), model.vocab.started(np.full((2, 2), tgt, np.int64)))
     try:
         logits = model.teacher_forced(batch)
     except ConformanceError as exc:
@@ -221,24 +232,31 @@ class ModelCache:
         if hung:  # it would hang again in float32 and in every contract: one wait is enough
             return Broken(problem, hung=True)
         if not problem:
-            with deadline(self.timeout) as timer:
-                try:
-                    model.precision, model.note = effective_precision(model, self.seed)
-                except TimeoutError:
-                    pass
-            if timer.expired:
-                return Broken(f"measuring its precision did not finish within {self.timeout:g}s (--conformance-timeout)", hung=True)
-            return model
+            return self.measured(model)
         fallback = self.get(impl, family, "float32")
         fallback_problem, _ = self.smoke_test(fallback)
         if not fallback_problem:
-            fallback.note = f"float64 unavailable ({problem}); float32 tolerances apply"
-            return fallback
+            fallback.note = f"{FLOAT64_UNAVAILABLE} ({problem}); float32 tolerances apply"
+            return self.measured(fallback)
         if isinstance(model, Declined) and isinstance(fallback, Declined):  # the reason once where only the dtype differs
             same = problem.replace("float64", "float32") == fallback_problem
             return Declined(problem if same else f"{problem}; {fallback_problem}")
         # Usable in neither dtype: an error of the implementation, not a skip, with both reasons.
         return Broken(f"unusable in float64 ({problem}) and in float32 ({fallback_problem})")
+
+    def measured(self, model: CheckedModel):
+        """The model, with the calls that do not repeat and then the precision it computes in measured
+        (conformance/repeatability.py, conformance/precision.py); Broken if that does not finish."""
+        with deadline(self.timeout) as timer:
+            try:
+                model.randomness = repeatability.measure(model, self.seed)
+                precision, note = effective_precision(model, self.seed)
+                model.precision, model.note = precision, model.note or note
+            except TimeoutError:
+                pass
+        if timer.expired:
+            return Broken(f"measuring its precision did not finish within {self.timeout:g}s (--conformance-timeout)", hung=True)
+        return model
 
     def refuse_if_all_declined(self, impl: Impl, families: list[str]) -> None:
         """An implementation that declines every family it is asked for cannot be used at all: that

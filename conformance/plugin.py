@@ -30,7 +30,7 @@ import zlib
 import numpy as np
 import pytest
 
-from . import golden, harness, loading, supervisor, tolerances
+from . import findings, golden, harness, loading, supervisor, tolerances
 from .assertions import Check
 from .faults import WATCHDOG, Hung, NotRun, crash_summary, exit_status, hang_summary
 from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
@@ -122,7 +122,7 @@ class RunHooks:
             result.outcome, result.message = "crashed", f"[{result.contract}] crashed its worker process {worker}: {what}"
             if result.impl:
                 state.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
-        report.longrepr = f"{result.message}\n  reproduce: {shlex.join(reproduce_args(crashitem, result.impl, state.seed, state.reference.name, state.device))}"
+        report.longrepr = f"{result.message}\n  reproduce: {reproduce_line(crashitem, result.impl, state.seed, state.reference.name, state.device)}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
         if not hang:
             state.report.crashes.append(f"{crashitem}: {what}")
@@ -418,7 +418,9 @@ def is_contract(item) -> bool:
 @pytest.fixture
 def model(request):
     impl_name, family = request.param
-    return session_of(request.config).model(impl_name, family)
+    built = session_of(request.config).model(impl_name, family)
+    built.used.clear()  # the calls this contract makes (conformance/findings.py)
+    return built
 
 
 @pytest.fixture
@@ -546,16 +548,18 @@ def pytest_runtest_makereport(item, call):
         return report
     impl_name, family = item.callspec.params["model"]
     excinfo = call.excinfo
+    cause = ""
     if report.failed and excinfo is not None:
         line = clean(verdict_line(item, excinfo, session), limit=None)  # whatever of a model's text it holds
         if line:
+            cause, line = findings.explain(contract_of(item), item.funcargs.get("model"), excinfo.value, item.callspec.params, line)
             again = excinfo.errisinstance(harness.UnusableAsBefore)
             report.longrepr = line if again else f"{line}\n  reproduce: {reproduce(item, session)}"
     if excinfo is not None and excinfo.errisinstance(Hung):
         session.faults.record(f"{impl_name}/{family}", f"not run: {impl_name}-{family} hung in {contract_of(item)} ({excinfo.value})")
     if call.when == "call" or report.outcome != "passed":
         # Carried on the report, so an xdist worker's results reach the controller (pytest_runtest_logreport).
-        report.user_properties.append((RESULT, dataclasses.asdict(result_of(item, report, excinfo, session))))
+        report.user_properties.append((RESULT, dataclasses.asdict(result_of(item, report, excinfo, session, cause))))
         report.user_properties.append((IMPL_INFO, dataclasses.asdict(session.report.impls[impl_name])))
     return report
 
@@ -576,14 +580,46 @@ def verdict_line(item, excinfo, session) -> str:
 
 
 def reproduce(item, session) -> str:
-    return shlex.join(reproduce_args(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name,
-                                     session.device))
+    return reproduce_line(item.nodeid, item.callspec.params["model"][0], session.seed, session.reference.name,
+                          session.device)
+
+
+# Environment variables that decide what the model is or what it computes, carried into reproduce lines
+# where set. Not PYTHONPATH and the like: paths name one machine, and the line reruns from where it ran.
+MODEL_ENVIRONMENT = {
+    "TF_USE_LEGACY_KERAS": "tf.keras is Keras 2 (tf_keras) under 1, Keras 3 otherwise",
+    "KERAS_BACKEND": "the framework Keras 3 runs on",
+    "TF_ENABLE_ONEDNN_OPTS": "TensorFlow's oneDNN kernels, which round differently",
+    "TF_DETERMINISTIC_OPS": "deterministic TensorFlow kernels",
+    "TF_CUDNN_DETERMINISTIC": "deterministic cuDNN kernels under TensorFlow",
+    "CUBLAS_WORKSPACE_CONFIG": "deterministic cuBLAS, which torch's deterministic algorithms need",
+    "NVIDIA_TF32_OVERRIDE": "TF32 matrix products on NVIDIA GPUs",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "TF32 matrix products in torch",
+    "MXNET_ENGINE_TYPE": "MXNet's engine (NaiveEngine runs operators synchronously)",
+    "MXNET_SUBGRAPH_BACKEND": "MXNet's graph rewrites (fused operators round differently)",
+    "OMP_NUM_THREADS": "threads per framework where --conformance-threads is not given (the order of sums)",
+}
+GPU_ENVIRONMENT = {"CUDA_VISIBLE_DEVICES": "which GPU --device=cuda:N names"}
+
+
+def model_environment(device: str = DEFAULT_DEVICE) -> dict[str, str]:
+    """{name: value} of every variable of MODEL_ENVIRONMENT (and, on a GPU, GPU_ENVIRONMENT) that is set."""
+    names = [*MODEL_ENVIRONMENT, *(GPU_ENVIRONMENT if device != "cpu" else ())]
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def reproduce_line(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE,
+                   device: str = DEFAULT_DEVICE) -> str:
+    """The shell command that reruns one contract: the environment that decides what the model is, then
+    `reproduce_args`."""
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in model_environment(device).items()]
+    return " ".join([*assignments, shlex.join(reproduce_args(nodeid, impl_name, seed, reference, device))])
 
 
 def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFAULT_REFERENCE,
                    device: str = DEFAULT_DEVICE) -> list[str]:
-    """The command that reruns one contract as printed, from the directory pytest was started in: the
-    contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
+    """The pytest command that reruns one contract as printed, from the directory pytest was started in:
+    the contract module's path relative to it where it lies below it, absolute elsewhere (`--pyargs`).
     Node ids depend on the rootdir; the contract modules are always this package's."""
     path, sep, test = nodeid.partition("::")
     module = pathlib.Path(__file__).resolve().parent / pathlib.Path(path).name
@@ -603,7 +639,7 @@ def identity(item) -> dict:
             "area": item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"), "case": str(case) if case is not None else ""}
 
 
-def result_of(item, report, excinfo, session) -> Result:
+def result_of(item, report, excinfo, session, cause: str = "") -> Result:
     if hasattr(report, "wasxfail"):
         outcome = "xfailed" if report.skipped else "xpassed"
     elif excinfo is not None and excinfo.errisinstance(Hung):
@@ -620,7 +656,7 @@ def result_of(item, report, excinfo, session) -> Result:
     elif report.longrepr is not None:
         message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr).splitlines()[0]
     return Result(**identity(item), outcome=outcome, message=message, duration=round(report.duration, 4),
-                  reproduce=reproduce(item, session) if outcome in FAILING else "")
+                  reproduce=reproduce(item, session) if outcome in FAILING else "", cause=cause if outcome in FAILING else "")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -13,6 +13,10 @@ is curvature, ~1e-7, plus rounding, ~1e-16 / 1e-7 = 1e-9. Rounding to float32 an
 noise stays below ~1e-11 of the logits reads as float64, and then float64 tolerances hold for it.
 A ReLU kink within h of some unit's input makes one direction nonlinear too (rarely: h moves the
 logits by 1e-7), so a second direction decides: float32 rounding shows along every direction.
+
+Noise is nonlinear too: a forward pass that is random in evaluation mode (dropout left on) would read
+as rounding, so the probe runs only on a forward pass that repeats bit for bit
+(conformance/repeatability.py), and otherwise keeps the model's dtype and says why.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from .harness import CheckedModel, ConformanceError
 from .inputs import Case, random_batch
+from .repeatability import describe
 
 TARGET_CHANGE = 1e-7  # how far the probe moves the logits, relative to their scale
 NONLINEAR = 1e-4  # second difference / first difference above which the model rounds like float32
@@ -54,6 +59,9 @@ def effective_precision(model: CheckedModel, seed: int) -> tuple[str, str]:
     """(precision whose tolerances apply, a note for the report when it is not the model's dtype)."""
     if model.dtype != "float64":
         return model.dtype, ""
+    noise = model.randomness.get("forward", 0.0)
+    if noise:
+        return model.dtype, f"precision not measured: {describe('forward', noise)}"
     rng = np.random.default_rng([seed, 7])
     try:
         measured = nonlinearity(model, rng)

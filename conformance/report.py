@@ -21,6 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from . import findings
 from .assertions import relative_error
 from .text import clean, code_span, markdown
 
@@ -54,6 +55,7 @@ class Result:
     message: str
     duration: float
     reproduce: str = ""  # the command that reruns a failed contract
+    cause: str = ""  # where the model's behaviour names the cause of the failure (conformance/findings.py)
 
 
 @dataclasses.dataclass
@@ -83,6 +85,7 @@ class Report:
         self.status = "running"
         self.selected: int | None = None  # contracts selected to run, where known: each must get a verdict
         self.ended = ""  # status "crashed": how the run's process ended (conformance/supervisor.py)
+        self.findings_problem = ""  # why the findings are missing, if they are
 
     def add(self, result: Result) -> None:
         result.message = clean(result.message, limit=1000)  # a model's part in it is cut at its source
@@ -189,7 +192,7 @@ class Report:
                 f"device {info.device}; {dtypes}" + (f"; {unusable}" if unusable else "")
             )
         lines += [f"crashed: {crash}" for crash in self.crashes]
-        return lines
+        return lines + ([self.findings_problem] if self.findings_problem else [])
 
     # Terminal
     def render_terminal(self, width: int, color: bool) -> str:
@@ -208,6 +211,12 @@ class Report:
             table.add_row(*row)
         buf = io.StringIO()
         console = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
+        found = self.findings()
+        if found:  # the causes first: one each, with the contracts they explain
+            console.print(f"FINDINGS: {findings.summary(found)}", style="bold", markup=False)
+            for number, finding in enumerate(found, 1):
+                for line in findings.lines(finding, number):
+                    console.print(line, markup=False, soft_wrap=True)
         for line in self.header_lines():
             console.print(line, markup=False, soft_wrap=True)
         if not self.results:  # nothing ran: the header says why, an empty matrix would say nothing
@@ -225,9 +234,18 @@ class Report:
             console.print(diffs)
         return buf.getvalue()
 
+    def findings(self) -> list[findings.Finding]:
+        try:
+            return findings.collect(self.results, self.impls)
+        except Exception as exc:  # a bug of ours: the verdicts and the report still come out
+            self.findings_problem = f"findings could not be drawn up ({type(exc).__name__}: {exc}): please report it"
+            return []
+
     # Files
     def as_dict(self) -> dict:
         cells = self.cells()
+        found = self.findings()
+        follows = findings.follows_from(found)
         return {
             "suite": "seq2seq-conformance",
             "seed": self.seed,
@@ -239,10 +257,11 @@ class Report:
             "implementations": [dataclasses.asdict(i) for i in self.impls.values()],
             "crashed": self.crashes,
             "summary": self.counts(),
+            "findings": [findings.as_dict(f) for f in found],
             "matrix": [
                 {"impl": i, "family": f, "area": a, "contract": c, "outcome": o} for (i, f, a, c), o in cells.items()
             ],
-            "results": [dataclasses.asdict(r) for r in self.results],
+            "results": [{**dataclasses.asdict(r), "follows_from": follows.get(r.nodeid, "")} for r in self.results],
             "differences": [
                 {"pair": [a, b], "family": family, "max_relative_difference": error, "dtypes": dtypes}
                 for (a, b), by_family in self.differences().items() for family, (error, dtypes) in by_family.items()
@@ -253,6 +272,11 @@ class Report:
         cells = self.cells()
         families = self.families()
         lines = ["# Conformance report", ""]
+        found = self.findings()
+        if found:
+            lines += ["## Findings", "", findings.summary(found), ""]
+            lines += [findings.markdown(finding, number) for number, finding in enumerate(found, 1)]
+            lines += [""]
         lines += [f"- {markdown(line)}" for line in self.header_lines()]
         lines += ["", "| area | contract | " + " | ".join(families) + " |", "|---|---|" + "---|" * len(families)]
         for area, contract in self.rows():
@@ -265,9 +289,12 @@ class Report:
             lines += ["| " + " | ".join(map(markdown, row)) + " |" for row in rows]
             lines.append("")
         failures = [r for r in self.results if r.outcome in FAULTS]
+        follows = findings.follows_from(found)
         if failures:
             lines += ["## Failures", ""]
-            lines += [f"- {code_span(r.nodeid)}: {markdown(r.message)}" for r in failures]
+            lines += [f"- {code_span(r.nodeid)}: {markdown(r.message)}" + (f" (follows from: {markdown(follows[r.nodeid])})"
+                                                                              if r.nodeid in follows else "")
+                      for r in failures]
         return "\n".join(lines) + "\n"
 
     def write(self, path: str) -> list[pathlib.Path]:

@@ -71,6 +71,14 @@ class Declared:
     - `weights_id`: a name for the weights the model holds whatever `spec.weights` says (a checkpoint,
       a config and seed): an export and the model it came from declare the same one, and the
       cross-framework contracts compare them (`--reference` names one of them).
+    How decoding starts and proceeds, where the model has its own rules:
+    - `start_tgt_id`: the id every decode begins with (BART's decoder start 2, Marian's 1). Targets the
+      suite feeds from a fresh state begin with it, greedy decoding starts from it, and it is drawn
+      nowhere else nor chosen by greedy decoding. Default: none; the first target token is drawn.
+    - `tokens_per_call`: the most target tokens one decoder call takes once the state has decoded
+      (OpenNMT-py's cached decoder: 1). The first call from `init_state` still takes the whole target;
+      contracts that need more per call are skipped, saying so, and the others decode on in such
+      pieces. Default: any number.
     `model` is anything a factory may return: a framework model or a `Seq2SeqAdapter`.
     """
 
@@ -81,6 +89,8 @@ class Declared:
     reserved_tgt_ids: Sequence[int] = ()
     canonical_weights: bool = False
     weights_id: str | None = None
+    start_tgt_id: int | None = None
+    tokens_per_call: int | None = None
 
 
 def declares_canonical_weights(make_model):

@@ -29,7 +29,6 @@ import functools
 import json
 import os
 import pathlib
-import shlex
 import shutil
 import signal
 import sys
@@ -269,7 +268,7 @@ class Parent:
                             message=f"[{contract}] crashed the process running the models{where.when}: {what}", duration=0.0)
             faults.record(impl, f"not run: {impl} crashed the process running the models in {contract} ({what})")
             later = f"{impl}'s other contracts are not run"
-        result.reproduce = shlex.join(reproduce_args(self.config, identity))
+        result.reproduce = reproduce_line(self.config, identity)
         run.journal.write(properties=[[RESULT, dataclasses.asdict(result)]])
         if not hang:
             run.journal.write(crash=f"{identity['nodeid']}: {what}")
@@ -369,8 +368,8 @@ def recovered_report(config, events: list[dict], started: float) -> Report:
     return report
 
 
-def reproduce_args(config, identity: dict) -> list[str]:
+def reproduce_line(config, identity: dict) -> str:
     from . import plugin  # the plugin's one way to say it
 
-    return plugin.reproduce_args(identity["nodeid"], identity["impl"], config.getoption("conformance_seed"),
+    return plugin.reproduce_line(identity["nodeid"], identity["impl"], config.getoption("conformance_seed"),
                                  config.getoption("reference"), device_name(config.getoption("device")))

@@ -6,19 +6,21 @@ from conformance.harness import ModelRaised
 from conformance.inputs import CASES, random_batch
 
 
-def with_token(batch, side, token):
+def with_token(batch, side, token, start=None):
+    """`token` in the first example's first position, or its second after a declared start id."""
     tokens = getattr(batch, side).copy()
-    tokens[0, 0] = token
+    tokens[0, 0 if side == "src" or start is None else 1] = token
     return batch.with_src(tokens) if side == "src" else batch.with_tgt(tokens)
 
 
 def what_it_did_instead(model, batch, side, token, vocab, logits):
     """Name the silent substitute (some frameworks clip or wrap ids) by matching the logits it gave."""
     clipped = int(np.clip(token, 0, vocab - 1))
-    if np.array_equal(model.teacher_forced(with_token(batch, side, (clipped + 1) % vocab)), logits):
+    start = model.vocab.start
+    if np.array_equal(model.teacher_forced(with_token(batch, side, (clipped + 1) % vocab, start)), logits):
         return "ignored it (the logits do not depend on the id at that position)"
     for how, substitute in {"clipped it to": clipped, "wrapped it to": token % vocab}.items():
-        if np.array_equal(model.teacher_forced(with_token(batch, side, substitute)), logits):
+        if np.array_equal(model.teacher_forced(with_token(batch, side, substitute, start)), logits):
             return f"{how} {substitute}"
     return "used some row that is no token's (a zero or arbitrary embedding)"
 
@@ -32,7 +34,7 @@ def check_raises(model, check, rng, side, where):
     except ModelRaised as exc:
         check.fail(f"cannot tell whether {side} token id {token} is refused: the same call with in-vocabulary ids raises too: {exc}")
     try:
-        logits = model.teacher_forced(with_token(batch, side, token))
+        logits = model.teacher_forced(with_token(batch, side, token, model.vocab.start))
     except ModelRaised:
         return
     did = what_it_did_instead(model, batch, side, token, vocab, logits)

@@ -19,7 +19,7 @@ def batches(draw, vocab):
     return Batch(
         src=draw(tokens("src", src_steps)),
         src_valid_len=draw(hnp.arrays(np.int64, (batch,), elements=st.integers(1, src_steps))),
-        tgt=draw(tokens("tgt", tgt_steps)),
+        tgt=vocab.started(draw(tokens("tgt", tgt_steps))),
     )
 
 

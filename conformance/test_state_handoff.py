@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from conformance import tolerances
-from conformance.finite_differences import settled_slope, steepest_of
+from conformance.finite_differences import directional_check
 from conformance.inputs import CASES, other_tokens, random_batch
 
 
@@ -39,31 +38,15 @@ def test_encoder_gradient_through_state(model, check, rng):
     checked against central finite differences along a random direction d."""
     batch = random_batch(rng, model.vocab, CASES[1])
     cotangent = rng.standard_normal((*batch.tgt.shape, model.vocab.tgt_size))
-    grads = model.gradients(batch, cotangent)["encoder"]
-    steps, tolerance, directions = tolerances.FINITE_DIFFERENCE[model.precision].values()
-    tried, slope = [], None
-    with model.weights_restored() as weights:
-        encoder = weights["encoder"]
-        for _ in range(directions):  # a direction whose quotients never settle (kinks) gives way to another
-            direction = steepest_of([{name: rng.standard_normal(w.shape) for name, w in encoder.items()} for _ in range(3)], grads)
-
-            def loss(h):
-                model.set_weights({"encoder": {name: (w + h * direction[name]).astype(w.dtype) for name, w in encoder.items()},
-                                   "decoder": weights["decoder"]})
-                return float(np.sum(model.forward(batch).astype(np.float64) * cotangent))
-
-            slope, attempts = settled_slope(loss, steps, tolerance, np.finfo(model.precision).eps)
-            tried += attempts
-            if slope:
-                break
+    found = directional_check(model, batch, cotangent, model.gradients(batch, cotangent), ("encoder",), rng)
+    slope, tolerance = found.slope, found.tolerance
     if slope is None:
-        check.fail(f"finite differences did not settle (kinks?): {'; '.join(tried)}")
+        check.fail(f"finite differences did not settle (kinks?): {'; '.join(found.tried)}", compared=True)
     if abs(slope.numeric) <= slope.noise:
-        check.fail(f"logits do not depend on the encoder's parameters (finite difference {slope.numeric:.2e} <= noise {slope.noise:.1e})")
-    analytic = float(sum(np.sum(grads[name] * d) for name, d in direction.items()))
-    if not abs(analytic - slope.numeric) <= tolerance * abs(slope.numeric) + slope.noise:
+        check.fail(f"logits do not depend on the encoder's parameters (finite difference {slope.numeric:.2e} <= noise "
+                   f"{slope.noise:.1e})", compared=True)
+    if not found.agrees:
         check.fail(
-            f"gradient along a random direction of the encoder's parameters is {analytic:.10g}, finite differences "
-            f"give {slope.numeric:.10g} at h={slope.step:g}: relative error {abs(analytic - slope.numeric) / abs(slope.numeric):.2e} "
-            f"> {tolerance:.0e} ({model.precision})"
-        )
+            f"gradient along a random direction of the encoder's parameters is {found.analytic:.10g}, finite differences "
+            f"give {slope.numeric:.10g} at h={slope.step:g}: relative error {found.error:.2e} > {tolerance:.0e} "
+            f"({model.precision})", compared=True)

@@ -11,7 +11,8 @@ Verdict: three real problems, each caught by the contracts that name it.
 - Gluon's fused `rnn.GRU(dropout=0.1)` drops out between its layers whenever autograd records, even
   under `autograd.record(train_mode=False)`: gradients differ from one identical backward pass to
   the next and from finite differences (measured; with dropout=0 they are exact, and the cell-based
-  MXNet reference is exact with dropout). Both gradient contracts fail.
+  MXNet reference is exact with dropout). Both gradient contracts fail, saying they could not judge:
+  the report's findings name the cause, "backward passes are not repeatable".
 Everything else (shapes, state handoff, autoregressive consistency, causality of the logits, batch
 independence, state reuse, determinism of eval calls) passes.
 """

@@ -1,17 +1,22 @@
 """The benchmark harness runs and reports correctly. Nothing here asserts a speed: figures come from
 `python -m benchmarks.ratios` and asv (docs/benchmarks.md)."""
+import importlib.util
 import itertools
 import json
-import re
+import math
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
+from asv.results import Results
 
 from benchmarks import compare, loops, paired, plot, regression_selftest
 from benchmarks.backends import Unavailable, subject
 from benchmarks.implementations import impl_subject
+from benchmarks.workload import BACKENDS  # the asv grid's: torch, tensorflow, mxnet, onnxruntime, each its framework's name
 
 ROOT = compare.SUITE
 # A model of ours that is not a reference: the factory's module offers no greedy_decode.
@@ -33,15 +38,95 @@ def test_every_side_by_side_case_runs_once():
     assert " failed" not in run.stdout and " error" not in run.stdout
 
 
-def asv_env(**extra):
-    """asv's runner strips PYTHONPATH: ASV_PYTHONPATH makes it import this checkout's code."""
-    return dict(os.environ, ASV_PYTHONPATH=str(ROOT), **extra)
+ASV = str(pathlib.Path(sys.executable).with_name("asv"))  # the installed environment's: the README's .venv/bin/asv
+
+
+@pytest.fixture
+def asv_home(tmp_path) -> pathlib.Path:
+    """A scratch HOME with asv's machine file, made as the docs make it (`asv machine --yes`): `asv run`
+    refuses to run without one, and the user's own stays untouched."""
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run([ASV, "machine", "--yes"], cwd=ROOT, env=dict(os.environ, HOME=str(home)), capture_output=True, check=True)
+    return home
+
+
+def asv_env(home, **extra):
+    """asv's runner strips PYTHONPATH: ASV_PYTHONPATH makes it import modules of this checkout that
+    are not installed (the models in tests/), as the README's BENCH_IMPLS command does."""
+    return dict(os.environ, HOME=str(home), ASV_PYTHONPATH=str(ROOT), **extra)
 
 
 def test_asv_discovers_the_suite():
     run = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
-                         capture_output=True, text=True, env=asv_env())
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+# --- asv as the docs run it, from a fresh clone ----------------------------------------------------
+
+GREEDY = "bench_decode.GreedyDecode.time_greedy_decode"
+
+
+def greedy_case(backend) -> tuple[str, ...]:
+    """GreedyDecode's smallest cpu case of `backend` as asv's results name its parameters (reprs)."""
+    return tuple(map(repr, (backend, "gru", 1, "cpu", 32)))
+
+
+def one_greedy_case_of(*backends) -> str:
+    """A --bench regex for those cases: asv matches it against `name(param, ...)`."""
+    return re.escape(GREEDY.split(".", 1)[1]) + r"\('(" + "|".join(backends) + r")', 'gru', 1, 'cpu', 32\)"
+
+
+def asv_in_a_fresh_clone(tmp_path, home, bench, **env):
+    """docs/benchmarks.md's commands in a fresh `git clone` of this repository (its HEAD), against the
+    installed environment, with neither PYTHONPATH nor ASV_PYTHONPATH unless `env` sets them:
+    `asv machine --yes` (asv_home), then `asv run --python=same --quick --set-commit-hash=<HEAD>
+    --bench <bench>`. Returns the run and what asv saved, as
+    {(benchmark, parameter reprs): seconds, None where it failed, NaN where it skipped or did not run}."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ASV_PYTHONPATH")} | {"HOME": str(home)} | env
+    run = subprocess.run([ASV, "run", "--python=same", "--quick", "--show-stderr", f"--set-commit-hash={head}",
+                          "--bench", bench], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    saved = list((clone / ".asv" / "results").glob(f"*/{head[:8]}-*.json"))
+    assert len(saved) == 1, f"asv saved {saved} for {head}: {run.stdout[-3000:]}{run.stderr[-3000:]}"
+    results = Results.load(str(saved[0]))
+    values = {}
+    for key in results.get_all_result_keys():
+        params = results.get_result_params(key)
+        values |= {(key, combo): value for combo, value in zip(itertools.product(*params), results.get_result_value(key, params))}
+    return run, values
+
+
+def test_asv_times_a_reference_of_every_backend_from_a_fresh_clone(tmp_path, asv_home):
+    """asv starts each benchmark process in a temporary directory, PYTHONPATH stripped: the references
+    are found as the conformance suite finds them (installed, conformance_impls.<backend>), and each
+    backend of the grid records a figure, not n/a."""
+    missing = [backend for backend in BACKENDS if importlib.util.find_spec(backend) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (the [all] extra installs every backend)")
+    run, values = asv_in_a_fresh_clone(tmp_path, asv_home, one_greedy_case_of(*BACKENDS))
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-3000:]
+    for backend in BACKENDS:
+        seconds = values[GREEDY, greedy_case(backend)]
+        assert seconds is not None and math.isfinite(seconds) and seconds > 0, (
+            f"asv recorded {seconds} for {backend}, not a time: {run.stdout[-4000:]}")
+
+
+def test_a_reference_that_cannot_be_imported_fails_the_asv_run(tmp_path, asv_home):
+    """A broken framework install (an `mxnet` first on the benchmark process's path that raises
+    ImportError) leaves conformance_impls.mxnet unimportable: asv records a failure and exits 2; it
+    does not skip the case."""
+    broken = tmp_path / "broken" / "mxnet"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("libmxnet.so: cannot open shared object file")\n')
+    run, values = asv_in_a_fresh_clone(tmp_path, asv_home, one_greedy_case_of("mxnet"), ASV_PYTHONPATH=str(broken.parent))
+    assert run.returncode == 2, run.stdout[-4000:] + run.stderr[-3000:]
+    assert values[GREEDY, greedy_case("mxnet")] is None, "asv did not record a failure"
+    assert ("ImportError: --impl=mxnet: cannot import 'conformance_impls.mxnet': ImportError: libmxnet.so: "
+            "cannot open shared object file") in run.stdout
 
 
 @pytest.mark.parametrize("backend", ["torch", "tensorflow", "mxnet"])
@@ -197,14 +282,14 @@ def test_pytest_benchmark_times_any_impl_by_its_name(tmp_path):
         assert bench["extra_info"]["tokens"] == 32  # batch 1 x 32 steps
 
 
-def test_asv_times_any_impl_named_in_bench_impls():
+def test_asv_times_any_impl_named_in_bench_impls(asv_home):
     """BENCH_IMPLS names the implementations of ImplDecode: the model from tests/ gets a figure in
     seconds, and its missing native loop is a skip with the reason."""
     pytest.importorskip("torch")
     run = subprocess.run(
         [sys.executable, "-m", "asv", "run", "--python=same", "--quick", "--show-stderr",
          "--bench", r"ImplDecode.*'gru', 1, 'cpu', 32"],
-        cwd=ROOT, capture_output=True, text=True, env=asv_env(BENCH_IMPLS=TIED))
+        cwd=ROOT, capture_output=True, text=True, env=asv_env(asv_home, BENCH_IMPLS=TIED))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figure = re.search(re.escape(TIED) + r"\s+gru\s+1\s+cpu\s+32\s+interface\s+([0-9.]+(±[0-9.]+)?(ms|s|us|μs))\s",
                        run.stdout)

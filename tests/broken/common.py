@@ -9,7 +9,8 @@ from conformance import canonical
 from conformance.spec import Unsupported, declares_canonical_weights
 
 AUTOREGRESSIVE = {"stepwise_equals_teacher_forced", "chunked_equals_teacher_forced", "greedy_cached_equals_recomputed"}
-CACHE_BUG = AUTOREGRESSIVE | {"reordered_state_decodes_reordered_examples"}  # decoding on from a state
+# A state that decodes on wrongly once reordered too (memory kept on the module, not in the state).
+CACHE_BUG = AUTOREGRESSIVE | {"reordered_state_decodes_reordered_examples"}
 GRADIENTS = {"encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}
 PADDING = {"extra_padding_changes_nothing", "garbage_beyond_valid_length_changes_nothing"}
 OUT_OF_VOCABULARY = {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}

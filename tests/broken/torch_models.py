@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from conformance.spec import declares_canonical_weights
+from conformance.spec import Declared, declares_canonical_weights
 from impls.torch import make_model
 from impls.torch.attention import causal_mask
 from impls.torch.canonical import load_canonical
@@ -19,7 +19,7 @@ from impls.torch.d2l import EncoderDecoder
 from impls.torch.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.torch.transformer import SelfAttention, TransformerDecoder, TransformerDecoderBlock, TransformerEncoderBlock
 from tests.broken.common import (
-    AUTOREGRESSIVE, CACHE_BUG, CROSS_FRAMEWORK, PADDING, OUT_OF_VOCABULARY, converted, fault_factories)
+    AUTOREGRESSIVE, CACHE_BUG, CROSS_FRAMEWORK, GRADIENTS, PADDING, OUT_OF_VOCABULARY, converted, fault_factories)
 
 
 def broken(spec, **classes):
@@ -302,6 +302,108 @@ def object_cache_updated_in_place(spec):
     return broken(spec, TransformerDecoder=CacheUpdatedInPlace)
 
 
+# --- One cause, several contracts: what a finding must trace to its cause (conformance/findings.py)
+
+
+class LeakyFloat64Backward(torch.autograd.Function):
+    """Identity forward. Backward adds a tenth of the sum over time of the incoming gradient to every step,
+    in float64 only: a fused kernel whose float64 backward is wrong. Earlier steps' gradients then depend
+    on later steps."""
+
+    @staticmethod
+    def forward(ctx, outputs):
+        return outputs.view_as(outputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad + 0.1 * grad.sum(0, keepdim=True) if grad.dtype == torch.float64 else grad
+
+
+class WrongFloat64Gradients(Seq2SeqDecoder):
+    """A causal recurrent decoder whose logits are right and whose float64 gradients are not: caught by the
+    finite-difference check of the encoder's gradient; the causality of gradients cannot be judged."""
+
+    def forward(self, X, state):
+        context, hidden_state = state
+        embs = self.input_embeddings(X)
+        outputs, hidden_state = self.rnn(torch.cat((embs, context.expand(embs.shape[0], -1, -1)), -1), hidden_state)
+        return self.dense(LeakyFloat64Backward.apply(outputs)).swapaxes(0, 1), (context, hidden_state)
+
+    def input_embeddings(self, X):
+        return self.embedding(X.t())
+
+
+def gru_wrong_float64_gradients(spec):
+    return broken(spec, Seq2SeqDecoder=WrongFloat64Gradients)
+
+
+class PeeksAhead(WrongFloat64Gradients):
+    """The same, and each step also sees the next target token (the last one sees itself): not causal, a
+    second bug of its own."""
+
+    def input_embeddings(self, X):
+        return self.embedding(X.t()) + self.embedding(torch.cat([X[:, 1:], X[:, -1:]], 1).t())
+
+
+def gru_wrong_float64_gradients_peeks_ahead(spec):
+    return broken(spec, Seq2SeqDecoder=PeeksAhead)
+
+
+class PositionsFromZeroLeafWithoutBatch(ShapeLeafWithoutBatch, PositionsFromZero):
+    """Positions that restart at every call, and a state leaf beam search cannot reorder: two causes."""
+
+
+def transformer_positions_from_zero_state_leaf_without_batch_axis(spec):
+    return broken(spec, TransformerDecoder=PositionsFromZeroLeafWithoutBatch)
+
+
+def gru_float32_logits_reads_padding(spec):
+    """float64 unusable (its logits come back as float32) and an encoder that reads padding: two causes."""
+    return broken(spec, Seq2SeqDecoder=Float32Logits, Seq2SeqEncoder=PaddedEncoder)
+
+
+START = 2  # BART's decoder start id (tests/tricky's start_id_declared)
+
+
+class StartNotCached(TransformerDecoder):
+    """Run alone on a fresh state, the start token gives logits but is left out of the state returned, as
+    if the start were implied: the next token goes to position 0 with no start to attend to. Teacher
+    forcing, which feeds the start with the rest, is right."""
+
+    def forward(self, X, state):
+        logits, new_state = super().forward(X, state)
+        fresh = state[2][0][0].shape[2] == 0
+        return logits, (state if fresh and X.shape[1] == 1 and bool((X[:, 0] == START).all()) else new_state)
+
+
+def start_id_not_cached(spec):
+    """Declared, the suite starts every decode from id 2 and catches it."""
+    return Declared(broken(spec, TransformerDecoder=StartNotCached), reserved_tgt_ids=(0, 1), start_tgt_id=START)
+
+
+def start_id_not_cached_undeclared(spec):
+    """The start id only reserved, as a model could declare it before: never fed, the bug never shows."""
+    return Declared(broken(spec, TransformerDecoder=StartNotCached), reserved_tgt_ids=(0, 1, START))
+
+
+def one_token_per_call_cache_updated_in_place(spec):
+    """OpenNMT-py's one-token-per-call decoder, declared, with its cache list updated in place: decoding one
+    token at a time, the state-reuse contracts still see it."""
+    from tests.tricky.torch_models import OneTokenPerStep
+
+    class InPlaceCacheOneToken(OneTokenPerStep):
+        def init_state(self, enc_outputs, enc_valid_lens):
+            enc_mask, cross_kv, cache = super().init_state(enc_outputs, enc_valid_lens)
+            return [enc_mask, cross_kv, list(cache)]
+
+        def forward(self, X, state):
+            logits, (_, _, new_cache) = super().forward(X, state)
+            state[2][:] = new_cache
+            return logits, state
+
+    return Declared(broken(spec, TransformerDecoder=InPlaceCacheOneToken), tokens_per_call=1)
+
+
 # --- Other mathematics than the specification's, consistent in itself ------------------------
 # Only the cross-framework contracts can see these: every other contract compares a model with itself.
 
@@ -373,26 +475,25 @@ CASES = [
     ("gru_squeezes_batch_of_one", "gru", BATCH_OF_ONE),
     ("gru_always_float32_logits", "gru", {"logits_dtype_follows_spec"}),  # the rest run at float32 tolerances
     ("lstm_encoder_output_without_batch_axis", "lstm", {"encoder_outputs_have_batch_axis"}),
-    ("transformer_positions_from_zero", "transformer", CACHE_BUG),
-    ("transformer_top_left_mask", "transformer", CACHE_BUG),
-    ("transformer_cached_attention_off_by_1e5", "transformer", CACHE_BUG),
-    ("transformer_without_causal_mask", "transformer", CACHE_BUG | {
+    ("transformer_positions_from_zero", "transformer", AUTOREGRESSIVE),
+    ("transformer_top_left_mask", "transformer", AUTOREGRESSIVE),
+    ("transformer_cached_attention_off_by_1e5", "transformer", AUTOREGRESSIVE),
+    ("transformer_without_causal_mask", "transformer", AUTOREGRESSIVE | {
         "future_tokens_do_not_change_past_logits", "future_tokens_do_not_change_past_gradients"}),
     ("transformer_state_leaf_without_batch_axis", "transformer", {
         "state_leaves_have_batch_axis", "reordered_state_decodes_reordered_examples"}),
     ("gru_encoder_reads_padding", "gru", PADDING),
-    ("gru_encoder_mixes_batch", "gru", {
-        "example_alone_equals_example_in_batch", "reordered_state_decodes_reordered_examples",
-        "outputs_depend_on_source"}),  # with one example, subtracting the batch mean erases the source
+    ("gru_encoder_mixes_batch", "gru", {  # with one example, subtracting the batch mean erases the source
+        "example_alone_equals_example_in_batch", "outputs_depend_on_source"}),
     ("gru_detached_handoff", "gru", {"encoder_gradient_through_state"}),
     ("gru_clamps_out_of_vocabulary", "gru", OUT_OF_VOCABULARY),
-    ("rnn_decoder_mutates_state", "rnn", CACHE_BUG | {
+    ("rnn_decoder_mutates_state", "rnn", AUTOREGRESSIVE | {
         "decode_does_not_mutate_state", "decode_twice_from_same_state", "init_state_keeps_encoder_outputs",
         # autograd refuses the in-place write
         "encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}),
     ("rnn_ignores_target_tokens", "rnn", {
         "changed_token_changes_its_own_logits", "out_of_vocabulary_target_raises"}),
-    ("bahdanau_state_on_module", "bahdanau", CACHE_BUG),
+    ("bahdanau_state_on_module", "bahdanau", CACHE_BUG),  # a reordered state leaves the module's memory behind
     ("object_cache_updated_in_place", "transformer", {"decode_does_not_mutate_state", "decode_twice_from_same_state"}),
     ("bahdanau_init_state_mutates_encoder_outputs", "bahdanau", {"init_state_keeps_encoder_outputs"}),
     ("lstm_forward_ignores_valid_lengths", "lstm", {"forward_chains_encoder_and_decoder"}),
@@ -400,4 +501,12 @@ CASES = [
         "eval_calls_agree_exactly", "decode_twice_from_same_state", "example_alone_equals_example_in_batch",
         "forward_chains_encoder_and_decoder", "encoder_gradient_through_state",
         "future_tokens_do_not_change_past_logits", "future_tokens_do_not_change_past_gradients"}),
+    # Causes the findings trace (tests/test_findings.py): each fails exactly these.
+    ("gru_wrong_float64_gradients", "gru", GRADIENTS),
+    ("gru_wrong_float64_gradients_peeks_ahead", "gru", GRADIENTS | AUTOREGRESSIVE | {"future_tokens_do_not_change_past_logits"}),
+    ("transformer_positions_from_zero_state_leaf_without_batch_axis", "transformer", AUTOREGRESSIVE | {
+        "state_leaves_have_batch_axis", "reordered_state_decodes_reordered_examples"}),
+    ("gru_float32_logits_reads_padding", "gru", PADDING | {"logits_dtype_follows_spec"}),
+    ("start_id_not_cached", "transformer", {"stepwise_equals_teacher_forced", "greedy_cached_equals_recomputed"}),
+    ("one_token_per_call_cache_updated_in_place", "transformer", {"decode_does_not_mutate_state", "decode_twice_from_same_state"}),
 ]

@@ -4,8 +4,11 @@ Each keeps every contract of the architecture, and each has a property that once
 give a wrong verdict: a parameter shared by encoder, decoder and output layer (BART), a frozen
 position table (Marian, Sockeye), a softmax in float32 inside a float64 model and a padding id
 masked in one pass but not when stepping (OpenNMT-py), one vocabulary for both sides (BART, T5,
-Marian), a key/value cache kept in an object (Hugging Face's `Cache`). `CASES` lists what each
-must get: every contract passed, and what the report says of it.
+Marian), a key/value cache kept in an object (Hugging Face's `Cache`), one whose constructor takes
+torch tensors only (`DynamicCache`), a decoder start id every decode must begin with (BART), a cached
+decoder that takes one token per call (OpenNMT-py). `CASES` lists what each must get: every contract
+passed (or skipped, saying why, where the model declares it cannot take the call), and what the report
+says of it.
 """
 import math
 
@@ -16,7 +19,7 @@ from conformance import Declared, Unsupported, register_state_codec
 from impls.torch import make_model
 from impls.torch.attention import MultiHeadAttention, causal_mask
 from impls.torch.transformer import CrossAttention, SelfAttention, TransformerDecoder, TransformerDecoderBlock
-from tests.broken.torch_models import broken
+from tests.broken.torch_models import START, broken  # START: BART's decoder start id
 
 
 def shared_vocabulary(spec):
@@ -175,6 +178,62 @@ def object_cache_without_codec(spec):
     return broken(spec, TransformerDecoder=UnregisteredCacheDecoder)
 
 
+class TensorOnlyCache(KeyValueCache):
+    """Hugging Face's DynamicCache: built from torch tensors only, whose device and dtype it takes. Its
+    constructor serves as the codec's unflatten, so the suite must never hand it numpy arrays."""
+
+    def __init__(self, layers):
+        super().__init__(layers)
+        keys = self.layers[0][0]
+        self.seen = torch.zeros((), device=keys.device, dtype=keys.dtype)
+
+
+register_state_codec(TensorOnlyCache, lambda c: ((c.layers,), None), lambda aux, children: TensorOnlyCache(*children))
+
+
+class TensorOnlyCacheDecoder(ObjectCacheDecoder):
+    cache_class = TensorOnlyCache
+
+
+def cache_needs_tensors(spec):
+    return broken(spec, TransformerDecoder=TensorOnlyCacheDecoder)
+
+
+# --- A decoder start id, and a decoder that takes one token per call ---------------------------
+
+
+
+class StartTokenFirst(TransformerDecoder):
+    """BART-style: a decode begins with the decoder start id; this one refuses any other first token."""
+
+    def forward(self, X, state):
+        if state[2][0][0].shape[2] == 0 and bool((X[:, 0] != START).any()):
+            raise ValueError(f"a decode begins with decoder_start_token_id={START}, got {X[:, 0].tolist()}")
+        return super().forward(X, state)
+
+
+def start_id_declared(spec):
+    """Declares its start id: every decode the suite starts from init_state begins with it."""
+    return Declared(broken(spec, TransformerDecoder=StartTokenFirst), reserved_tgt_ids=(0, 1), start_tgt_id=START)
+
+
+class OneTokenPerStep(TransformerDecoder):
+    """OpenNMT-py's cached decoder: after the first step, one token per call."""
+
+    def forward(self, X, state):
+        if state[2][0][0].shape[2] > 0 and X.shape[1] > 1:
+            raise ValueError(f"step > 0 takes one token per call, got {X.shape[1]}")
+        return super().forward(X, state)
+
+
+def one_token_per_call_declared(spec):
+    return Declared(broken(spec, TransformerDecoder=OneTokenPerStep), tokens_per_call=1)
+
+
+def one_token_per_call_undeclared(spec):
+    return broken(spec, TransformerDecoder=OneTokenPerStep)
+
+
 def float32_only(spec):
     """A port that runs in float32 alone: every contract runs at float32 tolerances, and says so."""
     if spec.dtype != "float32":
@@ -190,4 +249,7 @@ CASES = [
     ("float32_only", "transformer", "float32 (float64 unavailable"),
     ("padding_id_declared", "transformer", "float64"),
     ("object_cache", "transformer", "float64"),
+    ("cache_needs_tensors", "transformer", "float64"),
+    ("start_id_declared", "transformer", "float64"),
+    ("one_token_per_call_declared", "transformer", "float64"),
 ]
