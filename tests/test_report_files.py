@@ -141,7 +141,7 @@ def test_text_from_a_model_is_shown_as_text_in_every_format(pytester):
     inline = [child for t in tokens if t.children for child in t.children]
     assert not [t for t in inline if t.type in ("html_inline", "image", "link_open")], "markup in the Markdown report"
     headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
-    assert headings == ["Conformance report", "Failures"]
+    assert headings == ["Conformance report", "Findings", "Failures"]
     assert [t.type for t in tokens].count("table_open") == 1 and [t.type for t in tokens].count("tr_open") == 3
     failures = [line for line in markdown.splitlines() if line.startswith("- `")]
     assert len(failures) == 2 and all("<img src=x onerror=alert(1)> | a | b | # Heading" in rendered(line) for line in failures)
