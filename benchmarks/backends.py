@@ -24,6 +24,7 @@ import importlib
 import os
 import pathlib
 import sys
+import time
 
 import numpy as np
 
@@ -57,6 +58,9 @@ class Subject:
         self.backend, self.family, self.device = backend, family, device
         self.package, self.model = package, model
         self.bridge, self.scope = bridge, scope  # the framework's device glue (conformance.bridges)
+        # (function name, batch, steps) -> seconds of its first call: tracing and compiling, never timed
+        # as decoding, reported beside it
+        self.warmup_seconds: dict = {}
 
     def function(self, name):
         fn = getattr(self.package, name, None)
@@ -128,6 +132,7 @@ def prepared(backend, family, device, batch, *names, steps=None):
 def _warm(subj, batch, names, steps):
     src, valid = workload.source(batch)
     for name in names:
+        start = time.perf_counter()
         if name == "encode":
             subj.encode(src, valid)
         else:
@@ -135,6 +140,7 @@ def _warm(subj, batch, names, steps):
             out = run(src, valid, steps)
             if np.shape(out) != (batch, steps):
                 raise AssertionError(f"{subj.backend} {name} returned shape {np.shape(out)}, not {(batch, steps)}")
+        subj.warmup_seconds.setdefault((name, batch, steps), time.perf_counter() - start)
 
 
 def peers(backend: str) -> dict:
@@ -148,13 +154,27 @@ def peers(backend: str) -> dict:
         return {}
 
 
+def floor(backend: str):
+    """(name, label, builder(batch, steps) -> no-argument call) of the matrix products of a decode alone,
+    from benchmarks/peers_<backend>.py, or None: the bound the reference is measured against."""
+    try:
+        return getattr(importlib.import_module(f"{__package__}.peers_{backend}"), "FLOOR", None)
+    except ModuleNotFoundError:
+        return None
+
+
 def decode_call(backend, family, device, batch, mode, steps):
     """A no-argument call decoding the workload's source, `steps` tokens, "cached" or "recompute";
-    built and warmed up at this shape."""
+    built and warmed up at this shape. Its `warmup_seconds`: the first call's (compiling included)."""
     subj = prepared(backend, family, device, batch, MODES[mode], steps=steps)
     src, valid = workload.source(batch)
     run = subj.greedy if mode == "cached" else subj.recompute
-    return lambda: run(src, valid, steps)
+
+    def decode():
+        return run(src, valid, steps)
+
+    decode.warmup_seconds = subj.warmup_seconds[(MODES[mode], batch, steps)]
+    return decode
 
 
 def median_seconds(fn, repeat=5):

@@ -13,7 +13,7 @@ import itertools
 
 from . import workload as W
 from .backends import median_seconds, prepared
-from .implementations import LOOPS, asv_impls, impl_call
+from .implementations import asv_impls, asv_loops, impl_call
 
 GRID = [list(W.BACKENDS), list(W.FAMILIES), list(W.BATCHES), list(W.DEVICES)]
 GRID_NAMES = ["backend", "family", "batch", "device"]
@@ -59,6 +59,13 @@ class GreedyDecode(_Timed):
         return max(decode - encode, 0.0) / (batch * steps)
 
     track_seconds_per_token.unit = "seconds"
+
+    def track_warmup_seconds(self, backend, family, batch, device, steps):
+        """The first decode of this process, in setup: tracing and compiling (a torch.compile'd loop; on
+        disk caches make a later process's shorter), never part of time_greedy_decode."""
+        return self.subject.warmup_seconds[("greedy_decode", batch, steps)]
+
+    track_warmup_seconds.unit = "seconds"
 
 
 class CachedVsRecompute(_Timed):
@@ -122,17 +129,20 @@ class PeakMemory:
 class ImplDecode(_Timed):
     """Any implementation by its --impl name (BENCH_IMPLS, comma-separated; default our references):
     seconds to decode `steps` greedy tokens from source tokens by the interface loop (through the
-    adapter, conformance.decoding) or the native loop (the factory module's greedy_decode).
+    adapter, conformance.decoding), eager or compiled, or the native loop (the factory module's
+    greedy_decode); BENCH_LOOPS chooses the loops (benchmarks/implementations.py).
 
         BENCH_IMPLS=mypkg.models:make_model ASV_PYTHONPATH=$PWD asv run --python=same --quick --bench ImplDecode
     """
 
-    params = [asv_impls(), list(W.FAMILIES), list(W.BATCHES), list(W.DEVICES), list(W.DECODE_LENGTHS), list(LOOPS)]
+    params = [asv_impls(), list(W.FAMILIES), list(W.BATCHES), list(W.DEVICES), list(W.DECODE_LENGTHS), asv_loops()]
     param_names = ["impl", "family", "batch", "device", "steps", "loop"]
     skip_params = cuda_without_gpu(params)
 
     def setup(self, impl, family, batch, device, steps, loop):
         self.decode = impl_call(impl, family, device, batch, loop, steps)
+        if loop == "interface-compiled" and self.decode.how.startswith("eager"):
+            raise NotImplementedError(f"interface-compiled: {self.decode.how}")  # never an eager figure labelled compiled
 
     def time_decode(self, impl, family, batch, device, steps, loop):
         self.decode()

@@ -6,9 +6,15 @@ import pytest
 from conformance.plugin import split_list
 
 from . import workload as W
-from .implementations import LOOPS
+from .implementations import LOOP_NAMES, loops
 
 SMOKE_STEPS = 8
+
+
+def pytest_addoption(parser):
+    parser.getgroup("conformance benchmarks").addoption(
+        "--loop", action="append", default=[], metavar="LOOP",
+        help=f"loops to time with --impl, comma-separated: {', '.join(LOOP_NAMES)} (default: interface-eager, native)")
 
 
 def pytest_configure(config):
@@ -37,7 +43,11 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("impl_name", impl_names(config) or [unnamed])
     metafunc.parametrize("family", families)
     metafunc.parametrize("batch", W.BATCHES, ids=lambda b: f"B{b}")
-    metafunc.parametrize("loop", LOOPS)
+    try:
+        chosen = loops(split_list(config.getoption("loop", default=[])))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--loop: {exc}") from None
+    metafunc.parametrize("loop", chosen)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,12 +1,13 @@
-"""The interface loop beside the native loop, tokens/s, from `pytest benchmarks/ --impl` runs.
+"""The interface loops beside the native loop, tokens/s, from `pytest benchmarks/ --impl` runs.
 
     env -u OMP_NUM_THREADS BENCH_THREADS=1 BENCH_ROUNDS=3 \
-        pytest benchmarks/ --impl=torch --benchmark-only --benchmark-json=torch.json   # one per process
+        pytest benchmarks/ --impl=torch --loop=eager,compiled,native --benchmark-only --benchmark-json=torch.json
     python -m benchmarks.loops torch.json tensorflow.json mxnet.json
 
-Prints a Markdown table: a row per family, a column per implementation and batch, each cell
-"interface / native" tokens/s (batch * steps / median seconds), "–" for a loop not offered; then
-the machine each file was measured on.
+Prints a Markdown table: a row per family, a column per implementation and batch, each cell the
+tokens/s (batch * steps / median seconds) of the loops timed, "interface-eager / interface-compiled /
+native" (those present in the runs), "–" for a loop not offered; a compiled loop that fell back to
+eager is marked with a letter, its reason below the table; then the machine each file was measured on.
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def tokens_per_s(bench) -> float:
     return bench["extra_info"]["tokens"] / bench["stats"]["median"]
 
 
+LOOPS = ("interface-eager", "interface-compiled", "native")  # columns' order; "interface" is interface-eager
+
+
 def table(runs: list[dict]) -> str:
-    cells, columns, families = {}, {}, {}
+    cells, columns, families, fell_back = {}, {}, {}, {}
     for run in runs:
         for bench in run["benchmarks"]:
             info = bench["extra_info"]
@@ -30,16 +34,23 @@ def table(runs: list[dict]) -> str:
             column = (info["impl"], info["batch"])
             columns[column] = None
             families[info["family"]] = None
-            cells[(info["family"], column, info["loop"].split()[0])] = tokens_per_s(bench)
+            loop = {"interface": "interface-eager"}.get(info["loop"].split()[0], info["loop"].split()[0])
+            figure = f"{tokens_per_s(bench):,.0f}"
+            if loop == "interface-compiled" and info.get("how", "").startswith("eager"):
+                mark = fell_back.setdefault(info["how"], chr(ord("a") + len(fell_back)))
+                figure += f" ({mark})"
+            cells[(info["family"], column, loop)] = figure
+    timed = [loop for loop in LOOPS if any(key[2] == loop for key in cells)]
     ordered = sorted(columns, key=lambda c: (list(dict.fromkeys(i for i, _ in columns)).index(c[0]), c[1]))
 
     def cell(family, column):
-        return " / ".join(f"{cells[key]:,.0f}" if key in cells else "–"
-                          for key in ((family, column, "interface"), (family, column, "native")))
+        return " / ".join(cells.get((family, column, loop), "–") for loop in timed)
 
-    lines = ["| family | " + " | ".join(f"{impl} B{batch}" for impl, batch in ordered) + " |",
+    lines = [f"Tokens/s, {' / '.join(timed)}:", "",
+             "| family | " + " | ".join(f"{impl} B{batch}" for impl, batch in ordered) + " |",
              "|---|" + "---:|" * len(ordered)]
     lines += [f"| {family} | " + " | ".join(cell(family, c) for c in ordered) + " |" for family in families]
+    lines += [""] * bool(fell_back) + [f"({mark}) interface-compiled ran {how}" for how, mark in fell_back.items()]
     return "\n".join(lines)
 
 
@@ -54,7 +65,6 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=pathlib.Path, help="pytest-benchmark JSON files")
     args = parser.parse_args(argv)
     runs = [json.loads(path.read_text()) for path in args.runs]
-    print("Tokens/s, interface loop / native loop:\n")
     print(table(runs))
     print()
     for path, run in zip(args.runs, runs):

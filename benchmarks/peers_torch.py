@@ -2,12 +2,18 @@
 
 Each builder takes (batch, steps) and returns a no-argument callable that encodes the workload's
 source and greedily decodes exactly `steps` tokens, or raises `Unavailable`. No weights are
-downloaded: every model is built from a config with random weights (HF_HUB_OFFLINE=1).
+downloaded: every model is built from a config with random weights (HF_HUB_OFFLINE=1), or from
+our reference's.
 
 - torch.nn.Transformer: no cache, the whole prefix re-run through the decoder every step.
 - Hugging Face BART: the cached manual step loop (one forward per token with its key/value
   cache), and `generate` with min = max new tokens.
-- CTranslate2: the same BART converted to float32, `translate_batch` with min = max length.
+- CTranslate2: the torch reference's Transformer, its weights converted to a float32 CTranslate2
+  model (`ctranslate2_spec`), greedy `translate_batch` of exactly `steps` tokens: the same weights,
+  the same tokens (tests/test_benchmarks.py).
+
+FLOOR, beside them in benchmarks.ratios only: the decode's matrix products alone (`matmul_floor`), no
+decoder but the bound of any loop over these weights; reference / floor says how far the reference is.
 """
 from __future__ import annotations
 
@@ -122,38 +128,117 @@ def hf_bart_generate(batch, steps):
     return decode
 
 
+def _ct2_linear(spec, weights, prefix, *parts):
+    """A CTranslate2 linear layer stacking the canonical projections `parts` along its outputs."""
+    spec.weight = np.concatenate([weights[f"{prefix}.{part}.weight"] for part in parts])
+    spec.bias = np.concatenate([weights[f"{prefix}.{part}.bias"] for part in parts])
+
+
+def _ct2_norm(spec, weights, name):
+    spec.gamma, spec.beta = weights[f"{name}.weight"], weights[f"{name}.bias"]
+
+
+def ctranslate2_spec(weights: dict, positions: np.ndarray):
+    """Our Transformer (docs/weights.md: post-norm, embeddings times sqrt(d), d2l's interleaved sinusoids,
+    layer norm epsilon 1e-5, ReLU) as a CTranslate2 TransformerSpec holding the canonical `weights`.
+    CTranslate2 fuses the self-attention's query/key/value and the cross-attention's key/value
+    projections, as our references do; the position table is given, not CTranslate2's own layout."""
+    from ctranslate2.specs import transformer_spec
+
+    spec = transformer_spec.TransformerSpec.from_config((W.LAYERS, W.LAYERS), W.HEADS, pre_norm=False)
+    for side, stack in (("encoder", spec.encoder), ("decoder", spec.decoder)):
+        embeddings = stack.embeddings[0] if side == "encoder" else stack.embeddings
+        embeddings.weight = weights[f"{side}.embedding.weight"]
+        stack.position_encodings.encodings = positions
+        for i, layer in enumerate(stack.layer):
+            block = f"{side}.blocks.{i}"
+            attention = f"{block}.{'attention' if side == 'encoder' else 'self_attention'}"
+            _ct2_linear(layer.self_attention.linear[0], weights, attention, "W_q", "W_k", "W_v")
+            _ct2_linear(layer.self_attention.linear[1], weights, attention, "W_o")
+            _ct2_norm(layer.self_attention.layer_norm, weights, f"{block}.norm1")
+            if side == "decoder":
+                _ct2_linear(layer.attention.linear[0], weights, f"{block}.cross_attention", "W_q")
+                _ct2_linear(layer.attention.linear[1], weights, f"{block}.cross_attention", "W_k", "W_v")
+                _ct2_linear(layer.attention.linear[2], weights, f"{block}.cross_attention", "W_o")
+                _ct2_norm(layer.attention.layer_norm, weights, f"{block}.norm2")
+            _ct2_linear(layer.ffn.linear_0, weights, f"{block}.ffn", "dense1")
+            _ct2_linear(layer.ffn.linear_1, weights, f"{block}.ffn", "dense2")
+            _ct2_norm(layer.ffn.layer_norm, weights, f"{block}.norm{3 if side == 'decoder' else 2}")
+    _ct2_linear(spec.decoder.projection, weights, "decoder", "dense")
+    vocabulary = [f"t{i}" for i in range(W.VOCAB)]  # token i is named t<i>: ids map to strings and back
+    spec.register_source_vocabulary(vocabulary)
+    spec.register_target_vocabulary(vocabulary)
+    spec.config.decoder_start_token = spec.config.bos_token = f"t{W.BOS}"
+    spec.config.eos_token, spec.config.unk_token = "t2", "t3"  # required names; no decode stops or maps to them
+    spec.config.layer_norm_epsilon = 1e-5
+    return spec
+
+
 @functools.lru_cache(maxsize=1)
 def _ct2_model_dir():
+    """The torch reference's own Transformer, its weights converted, saved as a float32 CTranslate2 model."""
     try:
-        import ctranslate2
-        from tokenizers import Tokenizer, models
-        from transformers import PreTrainedTokenizerFast
+        import ctranslate2  # noqa: F401
     except ImportError as exc:
-        raise Unavailable(f"ctranslate2 (with transformers) is not installed: {exc}") from exc
-    hf_dir = tempfile.mkdtemp(prefix="bench-bart-")
-    _bart().save_pretrained(hf_dir)
-    # The converter reads the vocabulary from a tokenizer: a word-level one, built offline.
-    vocab = {f"t{i}": i for i in range(W.VOCAB)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="t0", pad_token="t1", eos_token="t2",
-                            unk_token="t3").save_pretrained(hf_dir)
-    ct2_dir = f"{hf_dir}/ct2"
-    ctranslate2.converters.TransformersConverter(hf_dir).convert(ct2_dir, quantization="float32", force=True)
-    return ct2_dir
+        raise Unavailable(f"ctranslate2 is not installed (pip install ctranslate2): {exc}") from exc
+    from impls.torch.canonical import export_canonical
+
+    from .backends import subject
+
+    model = subject("torch", "transformer", "cpu").model
+    spec = ctranslate2_spec(export_canonical(model), model.decoder.pos_encoding.P.float().numpy())
+    spec.validate()
+    spec.optimize(quantization="float32")
+    model_dir = tempfile.mkdtemp(prefix="bench-ct2-")
+    spec.save(model_dir)
+    return model_dir
 
 
 def ctranslate2_translate(batch, steps):
+    """CTranslate2 greedy decoding of our reference's weights: `end_token=[]` stops on no token, so exactly
+    `steps` tokens come out with nothing masked (a `min_decoding_length` would mask its end token)."""
     model_dir = _ct2_model_dir()  # raises Unavailable first when ctranslate2 is missing
     import ctranslate2
 
     translator = ctranslate2.Translator(model_dir, device="cpu", inter_threads=1, intra_threads=W.THREADS)
-    src, _ = W.source(batch)
+    src, _ = W.source(batch)  # every position valid: no padding to express
     tokens = [[f"t{i}" for i in row] for row in src]
 
     def decode():
-        results = translator.translate_batch(tokens, beam_size=1, min_decoding_length=steps,
-                                             max_decoding_length=steps)
-        return [r.hypotheses[0] for r in results]
+        results = translator.translate_batch(tokens, beam_size=1, max_decoding_length=steps, end_token=[])
+        return np.array([[int(t[1:]) for t in r.hypotheses[0]] for r in results])
+
+    return decode
+
+
+def matmul_floor(batch, steps):
+    """The decode's matrix products alone, on the reference's weights: per decode the encoder's and the
+    cross-attention keys/values' (batch x source rows), per step the decoder's 13 (batch rows), each
+    with the weight transposed and contiguous, nothing else: no attention, norms, argmax or loop. At
+    batch 1 this is reading the decoder's ~8.4 MB of per-token weights from memory; at batch 32, FLOPs.
+    A reference at 1.0x of it would do nothing but its products."""
+    torch = _torch()
+    from .backends import subject
+
+    model = subject("torch", "transformer", "cpu").model
+    enc = [layer for blk in model.encoder.blks for layer in (blk.attention.W_qkv, blk.attention.W_o, blk.ffn[0], blk.ffn[2])]
+    enc += [blk.cross_attention.W_kv for blk in model.decoder.blks]
+    dec = [layer for blk in model.decoder.blks for layer in (blk.self_attention.W_qkv, blk.self_attention.W_o,
+                                                            blk.cross_attention.W_q, blk.cross_attention.W_o,
+                                                            blk.ffn[0], blk.ffn[2])] + [model.decoder.dense]
+    with torch.inference_mode():
+        enc_w = [layer.weight.t().contiguous() for layer in enc]
+        dec_w = [layer.weight.t().contiguous() for layer in dec]
+    enc_x = [torch.randn(batch * W.SRC_LEN, w.shape[0]) for w in enc_w]
+    dec_x = [torch.randn(batch, w.shape[0]) for w in dec_w]
+
+    @torch.inference_mode()
+    def decode():
+        for x, w in zip(enc_x, enc_w):
+            torch.mm(x, w)
+        for _ in range(steps):
+            for x, w in zip(dec_x, dec_w):
+                torch.mm(x, w)
 
     return decode
 
@@ -162,5 +247,7 @@ PEERS = {  # name: (label, builder); all sit beside the PyTorch reference Transf
     "nn-transformer": ("torch.nn.Transformer, full recompute", nn_transformer),
     "hf-bart-loop": ("HF BART, cached manual step loop", hf_bart_loop),
     "hf-bart-generate": ("HF BART, generate", hf_bart_generate),
-    "ctranslate2": ("CTranslate2 float32", ctranslate2_translate),
+    "ctranslate2": ("CTranslate2 float32, the reference's weights", ctranslate2_translate),
 }
+# Not a decoder (it returns no tokens): the bound beside the peers in benchmarks.ratios.
+FLOOR = ("matmul-floor", "the decode's matrix products alone", matmul_floor)

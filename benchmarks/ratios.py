@@ -12,7 +12,11 @@ taken within a pass, and the reported ratio is the median over passes.
 
 Tables:
 - peers: each backend's reference Transformer beside its peers (benchmarks/peers_<backend>.py) at
-  PEER_STEPS (32) tokens, with the targets of PEER_TARGETS;
+  PEER_STEPS (32) tokens, with the targets of PEER_TARGETS, and beside its floor where one is defined
+  (peers_torch.FLOOR: the decode's matrix products alone);
+- loops: every backend and family, the interface loop compiled (as a deployed model runs it:
+  conformance.decoding.InterfaceLoop) against the native loop at PEER_STEPS tokens, the fraction
+  of the native loop's speed LOOP_TARGETS asks for, and what the compiled loop ran;
 - cache: every backend and family, cached greedy decode against full-prefix recompute at STEPS
   (128) tokens, target CACHE_TARGET;
 - lengths: the cached decoders' seconds per token at each decode length, (decode - encode) /
@@ -31,15 +35,19 @@ import tempfile
 import time
 
 from . import workload as W  # first: pins threads before any framework loads
-from .backends import Unavailable, decode_call, peers, prepared
+from .backends import Unavailable, decode_call, floor, peers, prepared
+from .implementations import impl_call
 
-# backend: (the peer its reference Transformer is held against, {batch: minimum tokens/s ratio})
+# backend: {peer its reference Transformer is held against: {batch: minimum tokens/s ratio}}; every
+# other peer, and a batch not named, is reported without a target.
 PEER_TARGETS = {
-    "torch": ("hf-bart-loop", {1: 2.3, 32: 1.35}),
-    "tensorflow": ("keras-hub-xla", {1: 1.0, 32: 1.0}),
-    "mxnet": ("gluonnlp-transformer", {1: None, 32: 3.0}),  # None: reported, no target
+    "torch": {"hf-bart-loop": {1: 2.3, 32: 1.35}, "ctranslate2": {1: 1.0, 32: 1.0}},
+    "tensorflow": {"keras-hub-xla": {1: 1.0, 32: 1.0}},
+    "mxnet": {"gluonnlp-transformer": {32: 3.0}},
 }
 CACHE_TARGET = 3.0  # at W.STEPS tokens, where recompute's quadratic cost shows
+# backend: the least tokens/s of the compiled interface loop as a fraction of the native loop's
+LOOP_TARGETS = {"tensorflow": 0.5}
 
 
 def reference(backend, family, mode, batch, steps):
@@ -63,17 +71,21 @@ def interleaved(fns: dict, passes: int, calls: int) -> list[dict]:
     return results
 
 
-def compare(table, backend, family, fns, fast, slow, batch, steps, target, passes, calls):
+def compare(table, backend, family, fns, fast, slow, batch, steps, target, passes, calls, setup=None):
+    """`setup`: {contender: seconds} to build and warm it up (tracing, compiling, converting), never timed
+    as decoding: reported beside it."""
     per_pass = interleaved(fns, passes, calls)
     ratios = [p[slow] / p[fast] for p in per_pass]
     row = dict(table=table, backend=backend, family=family, batch=batch, steps=steps, fast=fast, slow=slow,
                target=target, ratios=ratios, ratio=statistics.median(ratios),
-               tokens_per_s={n: statistics.median(steps * batch / p[n] for p in per_pass) for n in fns})
+               tokens_per_s={n: statistics.median(steps * batch / p[n] for p in per_pass) for n in fns},
+               setup_seconds=setup or {})
     row["met"] = target is None or row["ratio"] >= target
     verdict = "no target" if target is None else f"target {target}x {'met' if row['met'] else 'NOT MET'}"
     print(f"{backend:10s} {family:11s} B={batch:<2d} {steps:3d} steps  {fast} / {slow}: {row['ratio']:6.2f}x "
           f"(passes {', '.join(f'{r:.2f}' for r in ratios)}) {verdict}; tokens/s "
-          + ", ".join(f"{n} {v:,.0f}" for n, v in row["tokens_per_s"].items()), flush=True)
+          + ", ".join(f"{n} {v:,.0f}" for n, v in row["tokens_per_s"].items())
+          + ("; setup s " + ", ".join(f"{n} {v:.1f}" for n, v in setup.items()) if setup else ""), flush=True)
     return row
 
 
@@ -82,21 +94,48 @@ def peer_rows(backends, passes, calls):
     (CTranslate2 bundles a second OpenMP runtime whose idle threads spin) then slows only the pair
     it is in, and the target pair is never measured beside a third party."""
     for backend in backends:
-        held_against, targets = PEER_TARGETS[backend]
-        for batch, target in targets.items():
+        targets = PEER_TARGETS.get(backend, {})
+        for batch in W.BATCHES:
             try:
                 ours = reference(backend, "transformer", "cached", batch, W.PEER_STEPS)
             except Unavailable as exc:
                 print(f"skip {backend} peers: {exc}")
                 break
-            for name, (label, build) in peers(backend).items():
+            bound = floor(backend)
+            contenders = {**peers(backend), **({bound[0]: bound[1:]} if bound else {})}
+            for name, (label, build) in contenders.items():
+                target = targets.get(name, {}).get(batch)
+                start = time.perf_counter()
                 try:
                     theirs = build(batch, W.PEER_STEPS)
+                    theirs()  # its first call: whatever it compiles or converts on first use
                 except Unavailable as exc:
-                    print(f"skip {name}: {exc}")
+                    print(f"skip {name}{f' (target {target}x not measured)' if target else ''}: {exc}")
                     continue
+                setup = {"reference": ours.warmup_seconds, name: time.perf_counter() - start}
                 yield compare("peers", backend, "transformer", {"reference": ours, name: theirs}, "reference", name,
-                              batch, W.PEER_STEPS, target if name == held_against else None, passes, calls)
+                              batch, W.PEER_STEPS, target, passes, calls, setup)
+
+
+def loop_rows(backends, passes, calls):
+    """Each reference's interface loop compiled as a deployed model would be (conformance.decoding.InterfaceLoop)
+    against its native loop, at PEER_STEPS tokens; a compiled loop that fell back to eager says so."""
+    for backend in backends:
+        for family in W.FAMILIES:
+            for batch in W.BATCHES:
+                try:
+                    fns = {loop: impl_call(backend, family, "cpu", batch, loop, W.PEER_STEPS)
+                           for loop in ("interface-compiled", "native")}
+                except Unavailable as exc:
+                    print(f"skip {backend} {family}: {exc}")
+                    break
+                how = fns["interface-compiled"].how
+                print(f"{backend:10s} {family:11s} B={batch:<2d} interface-compiled runs: {how}", flush=True)
+                row = compare("loops", backend, family, fns, "interface-compiled", "native", batch, W.PEER_STEPS,
+                              LOOP_TARGETS.get(backend), passes, calls,
+                              {loop: fn.warmup_seconds for loop, fn in fns.items()})
+                row["how"] = how
+                yield row
 
 
 def cache_rows(backends, passes, calls):
@@ -136,12 +175,12 @@ def length_rows(backends, passes, calls):
                            seconds_per_token={str(n): s for n, s in per_token.items()}, met=True)
 
 
-TABLES = {"peers": peer_rows, "cache": cache_rows, "lengths": length_rows}
+TABLES = {"peers": peer_rows, "loops": loop_rows, "cache": cache_rows, "lengths": length_rows}
 # (passes, calls per contender per pass): the peer ratios sit within 10-70% of their targets and
 # need repeats; cached vs recompute is 5-300x against a 3x target, and one recompute call of an
 # eager backend at batch 32 takes tens of seconds; per-token costs subtract an encoder pass from a
 # short decode, which one pass left negative for MXNet's LSTM at batch 1.
-DEFAULT_REPEATS = {"peers": (3, 5), "cache": (1, 1), "lengths": (3, 3)}
+DEFAULT_REPEATS = {"peers": (3, 5), "loops": (3, 5), "cache": (1, 1), "lengths": (3, 3)}
 
 
 def main(argv=None):

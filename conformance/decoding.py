@@ -11,12 +11,63 @@ Two ways to run that loop, same tokens:
   numpy would be timed as part of the model);
 - any other adapter (a user's own `Seq2SeqAdapter`) goes through its numpy protocol:
   `encode` / `init_state` once, then `decode` per token, its logits coming back as numpy.
+
+Eagerly, one call per token times the framework's Python dispatch as much as the model (70 to 210x
+the compiled loop for an eager Keras model at batch 1). `InterfaceLoop(model, compiled=True)` runs the
+same loop the way such a model is deployed: an adapter's `compiled_greedy_tokens`, where the
+framework compiles it (TensorFlow: tf.function and XLA; MXNet: hybridize; torch: torch.compile; see
+each bridge), falling back to the eager loop with the reason where the model cannot be compiled.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
 from .harness import CheckedModel
+
+
+class NotCompiled(Exception):
+    """Raised by an adapter's compiled_greedy_tokens: the model cannot run compiled; the message says why."""
+
+
+class InterfaceLoop:
+    """The interface loop of a model, eager or compiled, and what it runs (`how`, for every label).
+
+    `how`: "eager"; the framework's compiled form, as the adapter names it (`compiled_how`, e.g.
+    "tf.function, XLA"); or, where compiling failed, "eager (not compiled: <reason>)". The first call
+    decides, so warm up before timing; tokens are the eager loop's (tests/test_interface_loop.py).
+    """
+
+    def __init__(self, model, compiled: bool):
+        self.adapter = model.adapter if isinstance(model, CheckedModel) else model
+        self.kind = "interface-compiled" if compiled else "interface-eager"
+        self._run: Callable = self._eager
+        self.how = "eager"
+        if compiled:
+            if callable(getattr(self.adapter, "compiled_greedy_tokens", None)):
+                self._run, self.how = self._first_compiled, "compiled"
+            else:
+                self.how = "eager (not compiled: the adapter has no compiled_greedy_tokens)"
+
+    def __call__(self, src, src_valid_len, bos: int, steps: int) -> np.ndarray:
+        return self._run(src, src_valid_len, bos, steps)
+
+    def _eager(self, src, src_valid_len, bos, steps):
+        return greedy_tokens(self.adapter, src, src_valid_len, bos, steps)
+
+    def _compiled(self, src, src_valid_len, bos, steps):
+        return np.asarray(self.adapter.compiled_greedy_tokens(np.asarray(src), np.asarray(src_valid_len), int(bos),
+                                                              int(steps)), dtype=np.int64)
+
+    def _first_compiled(self, src, src_valid_len, bos, steps):
+        try:
+            tokens = self._compiled(src, src_valid_len, bos, steps)
+        except NotCompiled as exc:
+            self._run, self.how = self._eager, f"eager (not compiled: {exc})"
+            return self._eager(src, src_valid_len, bos, steps)
+        self._run, self.how = self._compiled, getattr(self.adapter, "compiled_how", "compiled")
+        return tokens
 
 
 def greedy_tokens(model, src, src_valid_len, bos: int, steps: int) -> np.ndarray:

@@ -57,6 +57,21 @@ def asv_env(home, **extra):
     return dict(os.environ, HOME=str(home), ASV_PYTHONPATH=str(ROOT), **extra)
 
 
+def test_ctranslate2_decodes_the_torch_references_tokens_from_its_weights():
+    """The CTranslate2 peer is the torch reference's own Transformer, its weights converted
+    (peers_torch.ctranslate2_spec): the same greedy tokens, so the two decode the same work."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install -e '.[bench]')")
+    from benchmarks import peers_torch, workload
+    from impls.torch import stepwise_greedy_decode
+    from tests.decoding_inputs import assert_same_greedy_tokens, torch_logit_gap
+
+    model = subject("torch", "transformer", "cpu").model
+    src, valid = workload.source(3)
+    ours = stepwise_greedy_decode(model, src, valid, workload.BOS, 12)
+    assert_same_greedy_tokens(peers_torch.ctranslate2_translate(3, 12)(), ours,
+                              torch_logit_gap(model, src, valid, workload.BOS), "CTranslate2 vs the torch reference")
+
+
 def test_asv_discovers_the_suite():
     run = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
                          capture_output=True, text=True)
@@ -238,18 +253,25 @@ def test_plot_writes_the_readme_table_and_the_png(tmp_path):
     assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_loops_table_puts_each_implementations_two_loops_side_by_side():
-    """benchmarks.loops: tokens/s = tokens / median, "interface / native", "–" for a loop not offered."""
-    def bench(impl, family, batch, loop, median):
-        return dict(extra_info=dict(impl=impl, family=family, batch=batch, loop=f"{loop} loop", tokens=batch * 32),
-                    stats=dict(median=median))
+def test_the_loops_table_puts_each_implementations_loops_side_by_side():
+    """benchmarks.loops: tokens/s = tokens / median, "interface-eager / interface-compiled / native", "–" for
+    a loop not offered, and a compiled loop that fell back to eager marked, its reason under the table."""
+    def bench(impl, family, batch, loop, median, how=None):
+        info = dict(impl=impl, family=family, batch=batch, loop=f"{loop} loop", tokens=batch * 32)
+        return dict(extra_info=info | ({"how": how} if how else {}), stats=dict(median=median))
     run = dict(machine_info=dict(cpu_model="Test CPU", workload="tiny", versions={}), benchmarks=[
-        bench("torch", "gru", 1, "interface", 0.032), bench("torch", "gru", 1, "native", 0.016),
-        bench("mine:make", "gru", 1, "interface", 0.064),
+        bench("torch", "gru", 1, "interface-eager", 0.032), bench("torch", "gru", 1, "native", 0.016),
+        bench("torch", "gru", 1, "interface-compiled", 0.020, "torch.compile, per step"),
+        bench("mine:make", "gru", 1, "interface", 0.064),  # the old name of interface-eager
+        bench("mine:make", "gru", 1, "interface-compiled", 0.064, "eager (not compiled: no graph)"),
         dict(extra_info=dict(backend="torch", mode="cached"), stats=dict(median=1.0)),  # backend-keyed: left out
     ])
     assert loops.table([run]).splitlines() == [
-        "| family | torch B1 | mine:make B1 |", "|---|---:|---:|", "| gru | 1,000 / 2,000 | 500 / – |"]
+        "Tokens/s, interface-eager / interface-compiled / native:", "",
+        "| family | torch B1 | mine:make B1 |", "|---|---:|---:|",
+        "| gru | 1,000 / 1,600 / 2,000 | 500 / 500 (a) / – |", "",
+        "(a) interface-compiled ran eager (not compiled: no graph)",
+    ]
 
 
 def test_without_a_gpu_every_cuda_combination_skips_before_setup():
@@ -265,18 +287,23 @@ def test_without_a_gpu_every_cuda_combination_skips_before_setup():
 
 
 def test_pytest_benchmark_times_any_impl_by_its_name(tmp_path):
-    """`pytest benchmarks/ --impl=...`: the interface loop of a model from tests/ and, beside it, both
-    loops of the torch reference, with figures; a loop a model does not offer skips saying why."""
+    """`pytest benchmarks/ --impl=... --loop=...`: the interface loops of a model from tests/ and, beside
+    them, every loop of the torch reference, with figures and what each ran; a loop a model does not
+    offer skips saying why."""
     pytest.importorskip("torch")
     out = tmp_path / "run.json"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "-rs", "--benchmark-only",
-         f"--impl={TIED},torch", "--family=gru", "-k", "B1", f"--benchmark-json={out}"],
+         f"--impl={TIED},torch", "--family=gru", "-k", "B1", "--loop=eager,compiled,native", f"--benchmark-json={out}"],
         cwd=ROOT, capture_output=True, text=True, env=outside_xdist(BENCH_ROUNDS="2"))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"{TIED} offers no native loop (its factory's module has no greedy_decode)" in run.stdout
     timed = {(b["extra_info"]["impl"], b["extra_info"]["loop"]): b for b in json.loads(out.read_text())["benchmarks"]}
-    assert set(timed) == {(TIED, "interface loop"), ("torch", "interface loop"), ("torch", "native loop")}
+    assert set(timed) == {(impl, f"{loop} loop") for impl in (TIED, "torch") for loop in ("interface-eager", "interface-compiled")
+                          } | {("torch", "native loop")}
+    assert {key: b["extra_info"]["how"] for key, b in timed.items()} == {
+        (TIED, "interface-eager loop"): "eager", ("torch", "interface-eager loop"): "eager", ("torch", "native loop"): "native",
+        (TIED, "interface-compiled loop"): "torch.compile, per step", ("torch", "interface-compiled loop"): "torch.compile, per step"}
     for bench in timed.values():
         assert bench["group"] == "gru batch 1" and bench["stats"]["rounds"] == 2 and bench["stats"]["median"] > 0
         assert bench["extra_info"]["tokens"] == 32  # batch 1 x 32 steps
@@ -291,7 +318,7 @@ def test_asv_times_any_impl_named_in_bench_impls(asv_home):
          "--bench", r"ImplDecode.*'gru', 1, 'cpu', 32"],
         cwd=ROOT, capture_output=True, text=True, env=asv_env(asv_home, BENCH_IMPLS=TIED))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    figure = re.search(re.escape(TIED) + r"\s+gru\s+1\s+cpu\s+32\s+interface\s+([0-9.]+(±[0-9.]+)?(ms|s|us|μs))\s",
+    figure = re.search(re.escape(TIED) + r"\s+gru\s+1\s+cpu\s+32\s+interface-eager\s+([0-9.]+(±[0-9.]+)?(ms|s|us|μs))\s",
                        run.stdout)
     assert figure, run.stdout[-3000:]
     assert f"{TIED} offers no native loop" in run.stdout

@@ -1,13 +1,59 @@
-"""PyTorch's fast decoding paths, step by step: the lean Transformer loop against Decoder.forward
-(MKL GEMV and oneDNN-packed weights), reused weights, and the small-batch thread and oneDNN settings.
-That every backend's greedy_decode gives the stepwise tokens is in test_decoding.py."""
+"""PyTorch's fast decoding paths: the compiled Transformer graph (float32 on the CPU) and the eager
+lean loop (other dtypes, and the compiled graph's fallback) against Decoder.forward, reused weights,
+and the small-batch thread and oneDNN settings. That every backend's greedy_decode gives the stepwise
+tokens in float64 is in test_decoding.py."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from conformance.spec import ModelSpec
-from tests.decoding_inputs import source
-from impls.torch import fast_transformer, greedy_decode, make_model, recompute_greedy_decode, stepwise_greedy_decode
+from tests.decoding_inputs import assert_same_greedy_tokens, source, torch_logit_gap
+from impls.torch import (compiled_transformer, decoding, fast_transformer, greedy_decode, make_model,
+                         recompute_greedy_decode, stepwise_greedy_decode)
+
+# One shape for every compiled decode below: each new shape compiles again (tens of seconds).
+COMPILED_BATCH, COMPILED_STEPS = 3, 10
+
+
+def compiled_status(batch, steps, model):
+    graph = compiled_transformer.graph_for(model)
+    dtype = str(graph.weights.tgt_positions.dtype).removeprefix("torch.")
+    return compiled_transformer.GreedyGraph.status.get((batch, source(batch)[0].shape[1], steps, dtype, graph.size))
+
+
+def test_compiled_transformer_gives_the_stepwise_tokens():
+    """float32 on the CPU runs as one compiled graph (it must compile wherever a C++ compiler exists), and
+    decodes the tokens of Decoder.forward step by step, up to float32 near-ties."""
+    model = make_model(ModelSpec("transformer", dtype="float32"))
+    assert decoding.compiles(model)
+    src, valid = source(COMPILED_BATCH)
+    tokens = greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS)
+    status = compiled_status(COMPILED_BATCH, COMPILED_STEPS, model)
+    if status.startswith("eager") and not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip(f"no C++ compiler for torch.compile: {status}")
+    assert status.startswith("compiled"), status
+    assert_same_greedy_tokens(tokens, stepwise_greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS),
+                              torch_logit_gap(model, src, valid, bos=1), "compiled greedy_decode vs stepwise")
+
+
+def test_compiled_transformer_falls_back_to_the_eager_loop_saying_why():
+    """Where torch.compile cannot run (here: disabled), the lean eager loop decodes, and the status of
+    the shape says so and why: a figure is never labelled compiled when it was not."""
+    model = make_model(ModelSpec("transformer", dtype="float32"))
+    src, valid = source(2)
+    with torch._dynamo.config.patch(disable=True):
+        tokens = greedy_decode(model, src, valid, bos=1, steps=4)
+    assert compiled_status(2, 4, model) == "eager: torch.compile is disabled (TORCH_COMPILE_DISABLE)"
+    assert_same_greedy_tokens(tokens, stepwise_greedy_decode(model, src, valid, bos=1, steps=4),
+                              torch_logit_gap(model, src, valid, bos=1), "eager fallback vs stepwise")
+
+
+def test_compiled_transformer_refuses_steps_beyond_the_positional_table():
+    model = make_model(ModelSpec("transformer", dtype="float32", max_len=4))
+    with pytest.raises(ValueError, match="max_len"):
+        greedy_decode(model, *source(batch=1), bos=1, steps=5)
 
 
 @pytest.mark.parametrize("batch", [1, fast_transformer.PACK_MIN_BATCH + 1], ids=["gemv", "packed"])
@@ -30,7 +76,7 @@ def test_lean_transformer_step_matches_decoder_forward(batch):
 def test_greedy_decode_leaves_the_model_alone():
     model = make_model(ModelSpec("transformer", dtype="float32"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    greedy_decode(model, *source(batch=3), bos=1, steps=5)
+    greedy_decode(model, *source(COMPILED_BATCH), bos=1, steps=COMPILED_STEPS)
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
     assert not model.training
@@ -48,14 +94,22 @@ def test_small_batch_settings_are_restored():
         torch.set_num_threads(before)
 
 
-def test_lean_loop_sees_weights_changed_after_a_decode():
-    """The rearranged weights are reused across calls, but never after a parameter changed."""
-    model = make_model(ModelSpec("transformer"))
-    src, valid = source(batch=3)
-    before = greedy_decode(model, src, valid, bos=1, steps=8)
+@pytest.mark.parametrize("dtype", ["float64", "float32"], ids=["eager", "compiled"])
+def test_fast_loops_see_weights_changed_after_a_decode(dtype):
+    """The rearranged weights are reused across calls, but never after a parameter changed in place or
+    was replaced."""
+    model = make_model(ModelSpec("transformer", dtype=dtype))
+    src, valid = source(COMPILED_BATCH)
+    before = greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS)
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.copy_(torch.randn_like(p))
-    after = greedy_decode(model, src, valid, bos=1, steps=8)
-    np.testing.assert_array_equal(after, stepwise_greedy_decode(model, src, valid, bos=1, steps=8))
+    after = greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS)
+    assert_same_greedy_tokens(after, stepwise_greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS),
+                              torch_logit_gap(model, src, valid, bos=1), "after an in-place update")
     assert not np.array_equal(after, before), "re-drawn weights should change the tokens"
+    model.decoder.dense.weight = torch.nn.Parameter(torch.randn_like(model.decoder.dense.weight))
+    replaced = greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS)
+    assert_same_greedy_tokens(replaced, stepwise_greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS),
+                              torch_logit_gap(model, src, valid, bos=1), "after a replaced parameter")
+    assert not np.array_equal(replaced, after), "a new output layer should change the tokens"

@@ -30,8 +30,9 @@ def test_a_moved_specification_is_reported_by_family_and_size(tmp_path, monkeypa
     golden.write_checksums()  # as the regeneration would have: the files are whole, the spec has moved
     assert golden.main(["--check"]) == 1
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
-    assert lines["lstm"] == "max relative drift 1.00e-08", lines
-    assert float(lines["gru"].removeprefix("max relative drift ")) <= AGREE["float64"], lines  # BLAS rounding: 3.9e-16 here
+    drift = {family: float(line.removeprefix("max relative drift ")) for family, line in lines.items()}
+    # Unmoved families drift only by the summation order of this machine's BLAS threads.
+    assert drift["lstm"] == pytest.approx(1e-8, rel=0.01) and drift["gru"] <= AGREE["float64"], lines
 
 
 @pytest.fixture

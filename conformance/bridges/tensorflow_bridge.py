@@ -181,6 +181,105 @@ class TensorFlowAdapter:
             out.append(tokens)
         return tf.concat(out, 1).numpy()
 
+    # What compiled_greedy_tokens ran last, for the benchmarks' labels (conformance.decoding.InterfaceLoop).
+    compiled_how = None
+
+    @on_device
+    def compiled_greedy_tokens(self, src, src_valid_len, bos, steps):
+        """conformance.decoding's loop as the model would be deployed, traced with tf.function, in the first
+        of these forms that compiles the model (each failure is a trace, seconds, in the first call):
+
+        1. the whole loop, every Decoder.forward inside one tf.while_loop, XLA-compiled: where the state
+           keeps its shapes from step to step (recurrent states; found by one eager step first);
+        2. the same loop as a plain graph (where XLA lacks one of the model's ops), with the dimensions
+           of the state that grow every step (a key/value cache) relaxed, which XLA cannot compile;
+        3. one tf.function per Decoder.forward with its argmax, called once per token as eagerly, traced
+           twice then with the dimensions that changed relaxed (reduce_retracing), XLA compiling each
+           shape once, in the first decode;
+        4. the same steps as plain graphs.
+
+        Where none traces, NotCompiled with each form's reason. Python side effects of the model run only
+        while tracing."""
+        from ..decoding import NotCompiled
+
+        loops = self.__dict__.setdefault("_compiled_loops", {})  # (batch, source length) -> (loop, how)
+        shape = np.shape(src)
+        if shape in loops:
+            loop, self.compiled_how = loops[shape]
+            return loop(src, src_valid_len, bos, steps)
+        grows = self._growing_state_shapes(src, src_valid_len, bos)
+        forms = [("whole loop", self._whole_loop(False, grows)), ("per step, XLA", self._step_loop(True)),
+                 ("per step", self._step_loop(False))]
+        if grows is None:
+            forms.insert(0, ("whole loop, XLA", self._whole_loop(True, None)))
+        failures = []
+        for name, loop in forms:
+            try:
+                tokens = loop(src, src_valid_len, bos, steps)
+            except Exception as exc:  # this form cannot trace (or XLA-compile) the model; eagerly it runs
+                failures.append(f"{name}: {type(exc).__name__}: {_first_line(exc)}")
+                continue
+            self.compiled_how = f"tf.function, {name}" + (f" (not: {'; '.join(failures)})" if failures else "")
+            loops[shape] = loop, self.compiled_how
+            return tokens
+        raise NotCompiled("; ".join(failures))
+
+    def _start(self, src, valid):
+        return self.model.decoder.init_state(self.model.encoder(src, valid, training=False), valid)
+
+    def _step(self, tokens, state):
+        logits, state = self.model.decoder(tokens, state, training=False)
+        return tf.argmax(logits[:, -1], -1, output_type=tf.int64)[:, None], state  # (batch, 1), static in a loop
+
+    def _growing_state_shapes(self, src, src_valid_len, bos):
+        """The state's shapes with the dimensions that change over one eager step as None (a nested
+        structure like the state's), or None where every shape stays."""
+        valid = self._tokens(src_valid_len)
+        before = self._start(self._tokens(src), valid)
+        _, after = self._step(tf.fill([len(src), 1], tf.constant(bos, tf.int64)), before)
+        shapes = [tf.TensorShape([a if a == b else None for a, b in zip(x.shape, y.shape)])
+                  for x, y in zip(tf.nest.flatten(before), tf.nest.flatten(after))]
+        if all(shape.is_fully_defined() for shape in shapes):
+            return None
+        return tf.nest.pack_sequence_as(before, shapes)
+
+    def _whole_loop(self, xla, grows):
+        def loop(src, valid, bos, steps):
+            state = self._start(src, valid)
+            tokens = tf.fill([src.shape[0], 1], bos)  # a static batch, as eagerly
+
+            def body(t, tokens, state, out):
+                tokens, state = self._step(tokens, state)
+                return t + 1, tokens, state, out.write(t, tokens[:, 0])
+
+            invariants = None if grows is None else (tf.TensorShape([]), tokens.shape, grows, tf.TensorShape(None))
+            *_, out = tf.while_loop(lambda t, *_: t < steps, body, (0, tokens, state, tf.TensorArray(tf.int64, steps)),
+                                    shape_invariants=invariants)
+            return tf.transpose(out.stack())
+
+        # Not AutoGraph: the model's code runs as written, as while Keras traces a functional model.
+        compiled = tf.function(loop, jit_compile=xla, autograph=False)
+        return lambda src, valid, bos, steps: compiled(self._tokens(src), self._tokens(valid), tf.constant(bos, tf.int64),
+                                                       tf.constant(steps)).numpy()
+
+    def _step_loop(self, xla):
+        start = tf.function(self._start, jit_compile=xla)
+        step = tf.function(self._step, reduce_retracing=True, jit_compile=xla)
+        relaxed = {}  # once traced with relaxed shapes: its concrete function, called without re-dispatching
+
+        def loop(src, valid, bos, steps):
+            state = start(self._tokens(src), self._tokens(valid))
+            tokens = tf.fill([len(src), 1], tf.constant(bos, tf.int64))
+            out = []
+            for t in range(steps):
+                tokens, state = relaxed.get("step", step)(tokens, state)
+                out.append(tokens)
+                if t == 1 and "step" not in relaxed:  # traced for steps 0 and 1: the second trace covers the rest
+                    relaxed["step"] = step.get_concrete_function(tokens, state)
+            return tf.concat(out, 1).numpy()
+
+        return loop
+
     def _forward(self, src, tgt, src_valid_len):
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len), training=False)
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
@@ -220,6 +319,15 @@ class TensorFlowAdapter:
         for part, named in weights.items():
             for name, value in named.items():
                 params[part][name].assign(np.asarray(value))
+
+
+def _first_line(exc, limit=200) -> str:
+    """The line of an error's message that says what went wrong, not where: Keras and AutoGraph wrap the
+    cause in lines naming the layer, the file and the arguments."""
+    noise = ("File ", "Exception encountered", "in user code", "Arguments received", "•", "return ", "raise ")
+    lines = [line.strip().replace("\x1b[1m", "").replace("\x1b[0m", "") for line in str(exc).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(noise) and not set(line) <= set("^~ ")]
+    return (lines or [""])[0].split(". ")[0][:limit]  # its first sentence
 
 
 # --- Device glue: where a model is built and runs, and waiting for its work ----------------------

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import types
 
 import numpy as np
 import torch
@@ -88,6 +90,45 @@ class TorchAdapter:
             out.append(tokens)
         return torch.cat(out, 1).cpu().numpy()
 
+    compiled_how = "torch.compile, per step"  # for the benchmarks' labels
+
+    @torch.inference_mode()
+    def compiled_greedy_tokens(self, src, src_valid_len, bos, steps):
+        """conformance.decoding's loop with each Decoder.forward and its argmax compiled by torch.compile
+        (Inductor), called once per token as eagerly: a state that grows every step is compiled for its
+        first shapes, then once with the growing dimensions dynamic. Compiling takes tens of seconds per
+        shape, in the first call. NotCompiled where torch.compile fails or compiles nothing."""
+        from torch._dynamo.utils import counters
+
+        from ..decoding import NotCompiled
+
+        step = self.__dict__.get("_compiled_step")
+        if step is not None:
+            return self._loop(step, src, src_valid_len, bos, steps)
+        # A code object of this adapter's own: Dynamo's cache and recompile limit are per code object.
+        fresh = types.FunctionType(_decode_step.__code__.replace(co_name=f"decode_step_{id(self):x}"), _decode_step.__globals__)
+        step = torch.compile(functools.partial(fresh, self.model.decoder))
+        graphs = counters["stats"]["unique_graphs"]
+        try:
+            with torch._dynamo.config.patch(recompile_limit=64):
+                tokens = self._loop(step, src, src_valid_len, bos, steps)
+        except Exception as exc:  # torch.compile cannot compile this model; eagerly it runs
+            raise NotCompiled(f"torch.compile: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}") from exc
+        if counters["stats"]["unique_graphs"] == graphs:
+            raise NotCompiled("torch.compile compiled no graph of the decoder")
+        self._compiled_step = step
+        return tokens
+
+    def _loop(self, step, src, src_valid_len, bos, steps):
+        valid = self._tokens(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid), valid)
+        tokens = torch.full((len(src), 1), bos, dtype=torch.long, device=self.device)
+        out = []
+        for _ in range(steps):
+            tokens, state = step(tokens, state)
+            out.append(tokens)
+        return torch.cat(out, 1).cpu().numpy()
+
     def _forward(self, src, tgt, src_valid_len):
         out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
         return out[0] if isinstance(out, tuple) else out  # older d2l returned (output, state)
@@ -122,6 +163,11 @@ class TorchAdapter:
         for part, named in weights.items():
             for name, value in named.items():
                 self.params[part][name].copy_(torch.from_numpy(np.asarray(value)))
+
+
+def _decode_step(decoder, tokens, state):
+    logits, state = decoder(tokens, state)
+    return logits[:, -1].argmax(-1, keepdim=True), state
 
 
 # --- Device glue for the benchmarks: where a model runs, and waiting for its work --------------

@@ -2,7 +2,8 @@
 
 - `encode(model, src, src_valid_len)`: the encoder alone, native outputs.
 - `greedy_decode(model, src, src_valid_len, bos, steps)`: exactly `steps` greedy tokens, no early
-  stop, carrying the key/value cache or recurrent state: the fastest loop we have.
+  stop, carrying the key/value cache or recurrent state: the fastest loop we have (the float32
+  Transformer on the CPU: one graph compiled per shape, compiled_transformer.py; otherwise eager).
 - `recompute_greedy_decode(...)`: the same tokens, re-running the decoder over the whole prefix
   at every step (no cache), the baseline a cache must beat.
 - `stepwise_greedy_decode(...)`: the readable loop, one `Decoder.forward` call per token; the fast
@@ -26,8 +27,8 @@ import contextlib
 import numpy as np
 import torch
 
-from . import fast_transformer
-from .transformer import TransformerDecoder
+from . import compiled_transformer, fast_transformer
+from .transformer import TransformerDecoder, TransformerEncoder
 
 
 SMALL_BATCH = 8
@@ -82,16 +83,33 @@ def stepwise_greedy_decode(model, src, src_valid_len, bos, steps):
     return torch.cat(out, 1).cpu().numpy()
 
 
+def compiles(model) -> bool:
+    """Whether greedy_decode runs `model` as one compiled graph (compiled_transformer): our Transformer
+    in float32 on the CPU, in eval mode. Other dtypes and devices take the eager lean loop."""
+    return (isinstance(model.encoder, TransformerEncoder) and isinstance(model.decoder, TransformerDecoder)
+            and not model.training and _device(model).type == "cpu"
+            and model.decoder.embedding.weight.dtype == torch.float32)
+
+
 @torch.inference_mode()
 def greedy_decode(model, src, src_valid_len, bos, steps):
     decoder = model.decoder
     with _settings_for(len(src), _device(model)):
-        # The lean loop ignores dropout, so a model in training mode takes the readable path.
+        # The lean loops ignore dropout, so a model in training mode takes the readable path.
         if isinstance(decoder, TransformerDecoder) and not decoder.training:
-            src, valid, enc = _start(model, src, src_valid_len)
-            return fast_transformer.greedy(decoder, enc, valid, bos, steps).cpu().numpy()
+            if compiles(model):
+                device = _device(model)
+                src_t, valid = _tokens(src, device), _tokens(src_valid_len, device)
+                fallback = lambda: _lean_transformer(model, src_t, valid, bos, steps)  # noqa: E731
+                return compiled_transformer.graph_for(model)(src_t, valid, bos, steps, fallback).numpy()
+            return _lean_transformer(model, src, src_valid_len, bos, steps).cpu().numpy()
         # Recurrent decoders already do one fused cell call per step: the d2l loop is the fast one.
         return stepwise_greedy_decode(model, src, src_valid_len, bos, steps)
+
+
+def _lean_transformer(model, src, src_valid_len, bos, steps):
+    src, valid, enc = _start(model, src, src_valid_len)
+    return fast_transformer.greedy(model.decoder, enc, valid, bos, steps)
 
 
 @torch.inference_mode()
