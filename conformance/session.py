@@ -38,6 +38,7 @@ class ConformanceSession:
         self.reference = next((i for i in self.impls if i.name == reference), None) or self.resolve(reference)
         self.weights_dir = None  # canonical weights files, drawn from the seed when a contract first needs them
         self.weights_digests: dict[str, str] = {}  # their SHA-256, as written
+        self.weights_changed_by: dict[tuple[str, str], str] = {}  # (impl, family) whose factory wrote to them: why
         self.families = split_list(opt("family")) or list(FAMILIES)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
@@ -109,12 +110,23 @@ class ConformanceSession:
                   **sizes) -> harness.CheckedModel:
         """`impl` built from canonical weights (the run's for `family` unless given, of a spec with
         other `sizes` if given), on the run's device unless given, or skip (it does not load them)."""
-        if weights is None:
+        runs_weights = weights is None
+        if runs_weights:
             weights = self.canonical_weights(family)
-            if golden.sha256(pathlib.Path(weights)) != self.weights_digests[weights]:
+            if (impl.name, family) in self.weights_changed_by:
+                pytest.fail(self.weights_changed_by[impl.name, family], pytrace=False)
+            if not self.weights_intact(weights):
                 pytest.fail(f"the canonical weights file {weights} changed after the suite wrote it: its SHA-256 differs",
                             pytrace=False)
         built = self.models.get(impl, family, dtype, weights, device, **sizes)
+        if runs_weights and not self.weights_intact(weights):
+            # The factory wrote to the file it was handed: its models are not built from the canonical
+            # weights, and the file is written again for the implementations after it.
+            self.weights_changed_by[impl.name, family] = (
+                f"{impl.name}'s factory changed the canonical weights file it was handed ({weights}: its SHA-256 "
+                "differs after the build); a factory must only read spec.weights")
+            self.write_canonical_weights(family, pathlib.Path(weights))
+            pytest.fail(self.weights_changed_by[impl.name, family], pytrace=False)
         if isinstance(built, loading.Declined):
             pytest.skip(built.reason)
         if isinstance(built, loading.Broken):
@@ -130,10 +142,18 @@ class ConformanceSession:
             self.weights_dir = tempfile.mkdtemp(prefix="conformance-weights-")
         path = pathlib.Path(self.weights_dir, f"{family}-seed{self.seed}.safetensors")
         if not path.exists():
-            spec = ModelSpec(family)
-            canonical.save(path, canonical.random_weights(spec, seed=self.seed))
-            self.weights_digests[str(path)] = golden.sha256(path)  # what a factory is handed is checked against it
+            self.write_canonical_weights(family, path)
         return str(path)
+
+    def write_canonical_weights(self, family: str, path: pathlib.Path) -> None:
+        canonical.save(path, canonical.random_weights(ModelSpec(family), seed=self.seed))
+        self.weights_digests[str(path)] = golden.sha256(path)  # what a factory is handed is checked against it
+
+    def weights_intact(self, path: str) -> bool:
+        try:
+            return golden.sha256(pathlib.Path(path)) == self.weights_digests[path]
+        except OSError:  # removed
+            return False
 
     def describe(self, impl: loading.Impl) -> None:
         """Build the first family's model now, so the header can name backend, version and device."""

@@ -1,6 +1,7 @@
 """The golden vectors are what the specification computes: a change of impls/numpy shows as drift,
 named by family and size (`python -m conformance.golden --check`); a changed golden file shows as
 damaged, by name, and is never blamed on the implementation built from it."""
+import re
 import shutil
 
 import numpy as np
@@ -77,3 +78,19 @@ def test_golden_check_names_a_damaged_file(golden_copy, capsys):
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
     assert lines["rnn"].startswith(f"{golden_copy / 'rnn.vectors.safetensors'} is not the committed file"), lines["rnn"]
     assert float(lines["gru"].removeprefix("max relative drift ")) <= AGREE["float64"], lines
+
+
+def test_a_factory_that_writes_to_its_canonical_weights_is_named_and_the_file_restored(pytester):
+    """A factory that saves a float32 copy over the canonical weights file it was handed: its
+    float64 model then differed from a reference built from the rounded file by 1e-8, within the
+    tolerance, so the change went unnoticed. Now that factory's cross-framework contracts fail
+    naming it and the file, and the file is written again for the implementations after it."""
+    impl = "tests.broken.faulty:overwrites_its_canonical_weights"
+    run = run_conformance(pytester, f"{impl},torch", "--family=gru", "-k", "logits_match_reference")
+    assert run.outcome.ret == 1
+    assert set(run.verdicts("torch").values()) == {"passed"}, "the reference and torch read the file as the suite wrote it"
+    assert set(run.verdicts(impl).values()) == {"error"}, "its contracts cannot be run: an error of the set-up"
+    [message] = set(run.messages())
+    assert re.fullmatch(rf"\[logits_match_reference\] {impl}'s factory changed the canonical weights file it was handed "
+                        r"\(\S+/gru-seed0\.safetensors: its SHA-256 differs after the build\); a factory must only read spec\.weights",
+                        message), message

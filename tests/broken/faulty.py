@@ -11,7 +11,7 @@ import torch
 
 from conformance import Unsupported
 from conformance.bridges.torch_bridge import TorchAdapter
-from impls.torch import make_model
+from impls.torch import factory as canonical_factory, make_model
 from impls.torch.recurrent import Seq2SeqDecoder
 from tests.broken.torch_models import broken
 
@@ -172,3 +172,17 @@ def _raise_hostile_text():
 
 
 raises_hostile_text = decoder_that(_raise_hostile_text)
+
+
+# --- Factories that damage the suite's files ------------------------------------------------------
+
+
+def overwrites_its_canonical_weights(spec):
+    """Loads the canonical weights, then saves a float16 copy over the file it was handed (a
+    conversion step writing in place): the next implementation built from that file gets other weights."""
+    declared = canonical_factory(spec)
+    if spec.weights:
+        from safetensors.numpy import load_file, save_file
+
+        save_file({name: value.astype("float16") for name, value in load_file(spec.weights).items()}, spec.weights)
+    return declared
