@@ -330,9 +330,7 @@ def pytest_collection_modifyitems(session, config, items):
     # name a contract from its node id alone (xdist's controller, when a worker crashes).
     state.faults.write_selected([identity(item) for item in contracts])
     state.report.selected = len(contracts)
-    if state.done:  # a supervised run going on after a crash: the verdicts it has stand
-        done = [item for item in contracts if item.nodeid in state.done]
-        config.hook.pytest_deselected(items=done)
+    if state.done:  # a supervised run going on after a crash: the verdicts it has stand (and are counted at the end)
         items[:] = [item for item in items if item.nodeid not in state.done]
         contracts = [item for item in contracts if item.nodeid not in state.done]
     for item in contracts:
@@ -670,6 +668,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         session.report.selected = len(session.faults.selected()) or None
     if session.report.missing() and session.pytest_session.exitstatus == pytest.ExitCode.OK:
         session.pytest_session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a run passes only when every contract has a verdict
+    if session.done:
+        supervisor.count_earlier_verdicts(terminalreporter, session)
     tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")
     terminalreporter.write(session.report.render_terminal(width=max(tw.fullwidth, 100), color=tw.hasmarkup))

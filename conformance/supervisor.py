@@ -373,3 +373,25 @@ def reproduce_line(config, identity: dict) -> str:
 
     return plugin.reproduce_line(identity["nodeid"], identity["impl"], config.getoption("conformance_seed"),
                                  config.getoption("reference"), device_name(config.getoption("device")))
+
+
+# pytest's terminal outcome for each of the report's: a crash or hang is a failure to pytest -n too.
+PYTEST_OUTCOME = {"crashed": "failed", "hung": "failed", "failed": "failed", "error": "error", "not run": "skipped",
+                  "skipped": "skipped", "passed": "passed", "xfailed": "xfailed", "xpassed": "xpassed"}
+
+
+def count_earlier_verdicts(terminalreporter, session) -> None:
+    """A child that goes on after another ended runs only the contracts without a verdict, and pytest
+    counts only those: the earlier children's verdicts are added to its counts (and to -r's summary),
+    so that a run with a crash ends "1 failed, 8 passed, 7 skipped", not "8 passed, 7 skipped"."""
+    for result in session.report.results:
+        if result.nodeid in session.done:
+            key = PYTEST_OUTCOME[result.outcome]
+            outcome = {"error": "failed", "xfailed": "skipped", "xpassed": "passed"}.get(key, key)
+            path = result.nodeid.split("::", 1)[0]
+            report = pytest.TestReport(result.nodeid, (path, None, result.nodeid), {}, outcome,
+                                       (path, 0, result.message) if key == "skipped" else result.message, "call")
+            if key in ("xfailed", "xpassed"):
+                report.wasxfail = result.message
+            terminalreporter.stats.setdefault(key, []).append(report)
+

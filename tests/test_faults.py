@@ -181,6 +181,9 @@ def test_models_that_end_the_process_of_a_serial_run_fail_one_contract_each_and_
     for factory, cause in ENDINGS.items():
         [line] = [line for line in lines if f"{FAULTY}:{factory}-gru-" in line]
         assert cause in line and line.endswith("the run goes on in a new process"), line
+    # pytest's last line counts every contract, the earlier children's verdicts too ("8 passed, 7 skipped" once hid a crash).
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (failed|passed|skipped)", run.stdout.strip().splitlines()[-1])}
+    assert counts["failed"] == 4 + 1 and sum(counts.values()) == 5 * 8 + 1, (counts, "and the import crash's item")
     error = "it crashed the process running the models while it was imported (Segmentation fault in <module> (crashes_on_import.py:"
     assert [i["error"] for i in report["implementations"] if i["name"] == on_import][0].startswith(error)
     assert "INTERNALERROR" not in output and "Traceback" not in output
