@@ -81,10 +81,10 @@ def test_golden_check_names_a_damaged_file(golden_copy, capsys):
 
 
 def test_a_factory_that_writes_to_its_canonical_weights_is_named_and_the_file_restored(pytester):
-    """A factory that saves a float32 copy over the canonical weights file it was handed: its
-    float64 model then differed from a reference built from the rounded file by 1e-8, within the
-    tolerance, so the change went unnoticed. Now that factory's cross-framework contracts fail
-    naming it and the file, and the file is written again for the implementations after it."""
+    """A factory that saves a float16 copy over the canonical weights file it was handed. Before, its
+    contracts failed as a numeric mismatch (2.5e-4 against a reference built from the changed file),
+    the cause unnamed, and the implementations built after it read the changed weights. Now its
+    cross-framework contracts fail naming it and the file, and the file is written again."""
     impl = "tests.broken.faulty:overwrites_its_canonical_weights"
     run = run_conformance(pytester, f"{impl},torch", "--family=gru", "-k", "logits_match_reference")
     assert run.outcome.ret == 1
