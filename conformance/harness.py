@@ -72,6 +72,21 @@ class UnusableAsBefore(ConformanceError):
 PASS_THROUGH = (KeyboardInterrupt, OutcomeException)
 
 
+class Deadline:
+    """The error of the innermost deadline (loading.deadline) that has fired and is still in force.
+    Its one SIGALRM can be caught: under load Hypothesis caught a contract's Hung and ran the hanging
+    model again, with no timer left. The harness raises it again before each call into the model."""
+
+    fired: BaseException | None = None
+
+    def raise_if_fired(self) -> None:
+        if self.fired is not None:
+            raise self.fired.with_traceback(None)
+
+
+DEADLINE = Deadline()
+
+
 class OpaqueState(ConformanceError):
     """A tree holds an object the suite cannot see into, so no contract on it can be checked."""
 
@@ -121,6 +136,7 @@ class CheckedModel:
 
     @contextlib.contextmanager
     def calling(self, what: str):
+        DEADLINE.raise_if_fired()  # a contract past its deadline calls the model no more
         try:
             yield
         except ConformanceError:

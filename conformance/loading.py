@@ -20,7 +20,7 @@ import numpy as np
 
 from .bridges import as_adapter, building_on, seed_frameworks
 from .faults import WATCHDOG
-from .harness import FLOAT64_UNAVAILABLE, PASS_THROUGH, CheckedModel, ConformanceError, one_line
+from .harness import DEADLINE, FLOAT64_UNAVAILABLE, PASS_THROUGH, CheckedModel, ConformanceError, one_line
 from .inputs import Batch, Vocabulary
 from . import repeatability
 from .precision import effective_precision
@@ -82,8 +82,10 @@ def deadline(seconds: float, error: type[BaseException] = TimeoutError):
 
     def expire(signum, frame):
         timer.expired = True
-        raise error(f"did not finish within {seconds:g}s (--conformance-timeout)")
+        DEADLINE.fired = error(f"did not finish within {seconds:g}s (--conformance-timeout)")
+        raise DEADLINE.fired
 
+    enclosing_fired, DEADLINE.fired = DEADLINE.fired, None
     started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -94,6 +96,7 @@ def deadline(seconds: float, error: type[BaseException] = TimeoutError):
         signal.setitimer(signal.ITIMER_REAL, 0)
         WATCHDOG.disarm()
         signal.signal(signal.SIGALRM, previous)
+        DEADLINE.fired = enclosing_fired
         if outer_left:
             left = max(outer_left - (time.monotonic() - started), 1e-3)
             signal.setitimer(signal.ITIMER_REAL, left)

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conformance import loading
+from conformance.inputs import Batch
 from tests.conformance_run import run_conformance
 from tests.test_plugin_errors import usage_error
 
@@ -97,6 +99,31 @@ def test_deadline_inside_an_earlier_one_leaves_it_in_charge():
                 pass  # on leaving, the enclosing deadline is re-armed, not cancelled
             time.sleep(5)
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.timeout(60)  # without the fix, the second call hangs
+def test_a_contract_past_its_deadline_calls_the_model_no_more():
+    """A deadline's SIGALRM fires once. Under load, Hypothesis once caught a contract's Hung and ran
+    the hanging model again with no timer left: the run waited for ever. Once the deadline has fired,
+    every call into the model raises it again at once, until the contract ends."""
+    from conformance.faults import Hung
+    from conformance.spec import ModelSpec
+
+    model = loading.build(loading.resolve(f"{FAULTY}:hangs_on_batch_of_one"), ModelSpec("gru"))
+    batch = Batch(np.array([[1, 2]]), np.array([2]), np.array([[3]]))
+    caught = []
+    started = time.monotonic()
+    with pytest.raises(Hung):
+        with loading.deadline(1, Hung):
+            for _ in range(3):  # as a caller that catches what the model raised and tries again
+                try:
+                    model.teacher_forced(batch)
+                except Hung as exc:
+                    caught.append(exc)
+            raise caught[-1]
+    assert len(caught) == 3 and time.monotonic() - started < 5
+    assert model.teacher_forced(Batch(np.array([[1, 2]] * 2), np.array([2, 2]), np.array([[3]] * 2))).shape[:2] == (2, 1), \
+        "past the deadline's end the model is called again"
 
 
 def test_model_that_crashes_its_worker_under_xdist(pytester, repo_on_pythonpath):
