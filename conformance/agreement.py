@@ -29,7 +29,7 @@ def logits_per_case(impl: loading.Impl, family: str, dtype: str, weights: str) -
     if not built.canonical_weights:
         return "does not declare that it loads canonical weights"
     rng = np.random.default_rng(0)
-    return [built.teacher_forced(random_batch(rng, built.vocab, case)) for case in CASES]
+    return [built.teacher_forced(random_batch(rng, built, case)) for case in CASES]
 
 
 def main(argv=None) -> int:

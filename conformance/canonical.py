@@ -13,6 +13,15 @@ from .spec import ModelSpec
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # GRU rows: reset, update, new; LSTM rows: input, forget, cell, output
 RECURRENT_ENCODER = {"rnn": "rnn", "gru": "gru", "lstm": "lstm", "bahdanau": "gru"}
+ATTENTION_GRU_DECODER = ("bahdanau", "mixed", "captioning")  # the additive-attention GRU decoder
+MEMORY_INITIALISED = ("mixed", "captioning")  # no recurrent encoder state: h0 = tanh(init_hidden(mean memory))
+SUBSAMPLING_CONVS = 2  # speech: stride-2 convolutions over time, kernel 3
+BUFFERS = ("running_mean", "running_var")  # BatchNorm statistics: canonical weights that do not train
+
+
+def is_buffer(name: str) -> bool:
+    """A canonical weight that evaluation reads and training does not move by gradients."""
+    return name.rsplit(".", 1)[-1] in BUFFERS
 
 
 def shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -24,6 +33,18 @@ def shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
                    **recurrent_stack("encoder.rnn", cell, s.embed_size, s.num_hiddens, s.num_layers)}
     elif family in ("transformer", "mixed"):
         encoder = transformer_stack("encoder", s, ("attention", "norm1", "ffn", "norm2"), s.src_vocab)
+    elif family == "speech":  # frames subsampled by convolutions, then Transformer blocks (no embedding)
+        encoder = {}
+        for i in range(SUBSAMPLING_CONVS):
+            encoder |= {f"encoder.subsampling.{i}.weight": (s.num_hiddens, s.num_features if i == 0 else s.num_hiddens, 3),
+                        f"encoder.subsampling.{i}.bias": (s.num_hiddens,)}
+        encoder |= transformer_stack("encoder", s, ("attention", "norm1", "ffn", "norm2"), None)
+    elif family == "captioning":  # num_layers blocks of convolution (no bias), BatchNorm, ReLU
+        encoder = {}
+        for i in range(s.num_layers):
+            block = f"encoder.cnn.{i}"
+            encoder |= {f"{block}.conv.weight": (s.num_hiddens, s.channels if i == 0 else s.num_hiddens, 3, 3),
+                        **{f"{block}.norm.{name}": (s.num_hiddens,) for name in ("weight", "bias", *BUFFERS)}}
     else:
         raise ValueError(f"no canonical weights for family {family!r}")
 
@@ -31,14 +52,14 @@ def shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
         decoder = {"decoder.embedding.weight": (s.tgt_vocab, s.embed_size),
                    # the decoder's input at each step: [token embedding, context]
                    **recurrent_stack("decoder.rnn", family, s.embed_size + s.num_hiddens, s.num_hiddens, s.num_layers)}
-    elif family in ("bahdanau", "mixed"):
+    elif family in ATTENTION_GRU_DECODER:
         decoder = {"decoder.embedding.weight": (s.tgt_vocab, s.embed_size),
                    "decoder.attention.W_q.weight": (s.num_hiddens, s.num_hiddens),
                    "decoder.attention.W_k.weight": (s.num_hiddens, s.num_hiddens),
                    "decoder.attention.w_v.weight": (1, s.num_hiddens),
                    # the decoder's input at each step: [attention context, token embedding]
                    **recurrent_stack("decoder.rnn", "gru", s.num_hiddens + s.embed_size, s.num_hiddens, s.num_layers)}
-        if family == "mixed":  # a Transformer encoder has no final state: h0 = tanh(init_hidden(mean memory))
+        if family in MEMORY_INITIALISED:  # no final encoder state: h0 = tanh(init_hidden(mean memory))
             decoder |= affine("decoder.init_hidden", s.num_hiddens, s.num_layers * s.num_hiddens)
     else:
         decoder = transformer_stack("decoder", s, ("self_attention", "norm1", "cross_attention", "norm2", "ffn", "norm3"),
@@ -61,8 +82,9 @@ def recurrent_stack(prefix, cell, input_size, num_hiddens, num_layers):
 
 
 def transformer_stack(side, s, sublayers, vocab):
-    """Post-norm blocks (d2l 11.7): X = norm(X + sublayer(X)). Attention projections are separate."""
-    params = {f"{side}.embedding.weight": (vocab, s.num_hiddens)}
+    """Post-norm blocks (d2l 11.7): X = norm(X + sublayer(X)). Attention projections are separate.
+    An embedding of `vocab` ids, unless `vocab` is None (the blocks read something else: frames)."""
+    params = {} if vocab is None else {f"{side}.embedding.weight": (vocab, s.num_hiddens)}
     h = s.num_hiddens
     for i in range(s.num_layers):
         block = f"{side}.blocks.{i}"
@@ -83,13 +105,15 @@ def random_weights(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in sorted(shapes(spec).items()):
-        if ".norm" in name:
+        if name.endswith("running_var"):
+            values = rng.uniform(0.5, 1.5, shape)  # about the variance a unit-scale input gives
+        elif ".norm" in name:
             centre = 1.0 if name.endswith("weight") else 0.0
             values = centre + rng.uniform(-0.5, 0.5, shape)
         elif name.endswith("embedding.weight"):
             values = rng.uniform(-np.sqrt(3), np.sqrt(3), shape)  # unit variance
-        elif len(shape) == 2:
-            bound = np.sqrt(3 / shape[1])  # unit-variance outputs for unit-variance inputs
+        elif len(shape) >= 2:
+            bound = np.sqrt(3 / np.prod(shape[1:]))  # unit-variance outputs for unit-variance inputs (fan-in: in x kernel)
             values = rng.uniform(-bound, bound, shape)
         else:
             values = rng.uniform(-0.5, 0.5, shape)

@@ -1,7 +1,7 @@
 """Greedy decoding through the d2l interface: what "decode throughput" means for any implementation.
 
 `greedy_tokens(model, src, src_valid_len, bos, steps)` decodes exactly `steps` tokens from `bos`, no
-early stop: encoder -> init_state -> one Decoder.forward per token, the argmax of its last logits
+early stop (`src_valid_len` None for images, conformance/sources.py): encoder -> init_state -> one Decoder.forward per token, the argmax of its last logits
 fed back. It lives beside the protocol, not in benchmarks/, because it only uses the protocol: the
 benchmarks time it and the tests check it against each reference's own fast loop.
 
@@ -57,8 +57,8 @@ class InterfaceLoop:
         return greedy_tokens(self.adapter, src, src_valid_len, bos, steps)
 
     def _compiled(self, src, src_valid_len, bos, steps):
-        return np.asarray(self.adapter.compiled_greedy_tokens(np.asarray(src), np.asarray(src_valid_len), int(bos),
-                                                              int(steps)), dtype=np.int64)
+        valid = None if src_valid_len is None else np.asarray(src_valid_len)  # images have no lengths
+        return np.asarray(self.adapter.compiled_greedy_tokens(np.asarray(src), valid, int(bos), int(steps)), dtype=np.int64)
 
     def _first_compiled(self, src, src_valid_len, bos, steps):
         try:
@@ -75,13 +75,18 @@ def greedy_tokens(model, src, src_valid_len, bos: int, steps: int) -> np.ndarray
     adapter = model.adapter if isinstance(model, CheckedModel) else model
     native = getattr(adapter, "greedy_tokens", None)
     if native is not None:
-        return np.asarray(native(np.asarray(src), np.asarray(src_valid_len), int(bos), int(steps)), dtype=np.int64)
+        return np.asarray(native(np.asarray(src), lengths(src_valid_len), int(bos), int(steps)), dtype=np.int64)
     return protocol_greedy_tokens(adapter, src, src_valid_len, bos, steps)
+
+
+def lengths(src_valid_len):
+    """The valid lengths as an array, or None for a source that has none (images)."""
+    return None if src_valid_len is None else np.asarray(src_valid_len)
 
 
 def protocol_greedy_tokens(adapter, src, src_valid_len, bos: int, steps: int) -> np.ndarray:
     """The same loop through the numpy protocol only: the path of an adapter without its own."""
-    src, valid = np.asarray(src), np.asarray(src_valid_len)
+    src, valid = np.asarray(src), lengths(src_valid_len)
     state = adapter.init_state(adapter.encode(src, valid), valid)
     tokens = np.full((src.shape[0], 1), bos, dtype=np.int64)
     out = np.empty((src.shape[0], steps), dtype=np.int64)

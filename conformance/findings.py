@@ -63,14 +63,21 @@ CONTRACT_CAUSES = {
     "greedy_tokens_match_reference": "greedy tokens differ from the reference's",
     "golden_vectors": "built from the golden weights, the model does not reproduce the golden vectors",
     "eval_calls_agree_exactly": NOT_DETERMINISTIC,
+    "eval_calls_leave_model_unchanged": "an evaluation-mode call changes the model's parameters or buffers (running "
+                                        "statistics, counters)",
     "out_of_vocabulary_source_raises": "an out-of-vocabulary token id gives logits instead of an error",
     "out_of_vocabulary_target_raises": "an out-of-vocabulary token id gives logits instead of an error",
-    "extra_padding_changes_nothing": "source tokens beyond the valid lengths reach the logits",
-    "garbage_beyond_valid_length_changes_nothing": "source tokens beyond the valid lengths reach the logits",
+    "wrong_source_size_raises": "a source of another feature or channel count gives logits instead of an error",
+    "extra_padding_changes_nothing": "the source beyond its valid lengths (token ids, frames) reaches the encoder's "
+                                     "valid outputs or the logits",
+    "garbage_beyond_valid_length_changes_nothing": "the source beyond its valid lengths (token ids, frames) reaches "
+                                                   "the encoder's valid outputs or the logits",
     "logits_shape": "logits are not (batch, steps, tgt_vocab)",
     "logits_dtype_follows_spec": "the model does not compute in the dtype the spec asks for",
     "encoder_outputs_have_batch_axis": "an encoder output has no batch axis",
     "state_leaves_have_batch_axis": "a state leaf has no batch axis, or it moves while decoding",
+    "encoder_lengths_are_as_declared": "the encoder's outputs do not have the declared lengths "
+                                       "(Declared(encoder_lengths=...), the source lengths unless declared)",
     "forward_chains_encoder_and_decoder": "EncoderDecoder.forward differs from encoder -> init_state -> decoder",
     "outputs_depend_on_source": "the logits do not depend on the source",
     "init_state_keeps_encoder_outputs": "init_state or decoding modifies the encoder's outputs",

@@ -16,6 +16,7 @@ from _pytest.outcomes import OutcomeException
 
 from .inputs import Batch, Vocabulary
 from .protocol import Seq2SeqAdapter
+from .sources import Source
 from .spec import Unsupported
 from .text import LIMIT, clean
 from .trees import opaque_leaves
@@ -108,13 +109,14 @@ def shape_of(a) -> str:
 
 
 class CheckedModel:
-    def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, vocab: Vocabulary, note: str = "",
+    def __init__(self, adapter: Seq2SeqAdapter, spec, impl_name: str, vocab: Vocabulary, source: Source, note: str = "",
                  canonical_weights: bool = False, weights_id: str | None = None,
                  tokens_per_call: int | None = None):
         self.adapter = adapter
         self.spec = spec
         self.impl_name = impl_name
         self.vocab = vocab  # the spec's vocabularies, or those the model declared
+        self.source = source  # what the source is: kind, sizes, what the model declared of it
         self.note = note  # why this model runs in a dtype other than the one asked for, if it does
         self.precision = adapter.dtype  # whose tolerances apply: see conformance.precision
         self.canonical_weights = canonical_weights  # holds spec.weights, as its factory declared
@@ -170,7 +172,7 @@ class CheckedModel:
     def encode(self, src, src_valid_len):
         self.used.add("decode")
         with self.calling(f"encoder.forward(X of shape {shape_of(src)})"):
-            return self.adapter.encode(src, src_valid_len)
+            return self.adapter.encode(self.source.as_input(src, self.dtype), src_valid_len)
 
     def init_state(self, enc_outputs, src_valid_len):
         what = "decoder.init_state(enc_outputs, valid_lens)"
@@ -197,7 +199,7 @@ class CheckedModel:
         what = f"EncoderDecoder.forward(enc_X {shape_of(batch.src)}, dec_X {shape_of(batch.tgt)}, valid_lens)"
         self.used.add("forward")
         with self.calling(what):
-            logits = self.adapter.forward(batch.src, batch.tgt, batch.src_valid_len)
+            logits = self.adapter.forward(self.source.as_input(batch.src, self.dtype), batch.tgt, batch.src_valid_len)
         return self._logits(logits, *batch.tgt.shape, what)
 
     def to_numpy(self, tree):
@@ -221,7 +223,8 @@ class CheckedModel:
         self.used.add("gradients")
         with self.calling("gradients of sum(logits * cotangent)"):
             try:
-                return self.adapter.gradients(batch.src, batch.tgt, batch.src_valid_len, cotangent)
+                return self.adapter.gradients(self.source.as_input(batch.src, self.dtype), batch.tgt, batch.src_valid_len,
+                                              cotangent)
             except Exception:
                 # Logits the interface does not allow (integers, say) explain the framework's error
                 # ("does not require grad") better: a BadOutput from the forward pass wins.
@@ -235,6 +238,13 @@ class CheckedModel:
     def set_weights(self, weights):
         with self.calling("set_weights(weights)"):
             self.adapter.set_weights(weights)
+
+    def get_buffers(self):
+        if not callable(getattr(self.adapter, "get_buffers", None)):
+            raise ModelDeclined("the adapter has no get_buffers(), so the arrays the model holds besides its trainable "
+                                "parameters (BatchNorm running statistics) cannot be read")
+        with self.calling("get_buffers()"):
+            return self.adapter.get_buffers()
 
     # Compositions the contracts share.
     def initial_state(self, batch: Batch):

@@ -1,4 +1,5 @@
-"""Input batches: the named shape cases every contract runs on, and seeded token data."""
+"""Input batches: the named shape cases every contract runs on, and seeded data (the source of the
+model's kind, conformance/sources.py; target token ids)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +9,9 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Case:
+    """A batch size and lengths. `src_steps` counts a token source's steps; a frame source is 4 S - 1
+    frames wide (conformance.sources.Source.steps), an image has the spec's size whatever S is."""
+
     batch: int
     src_steps: int
     tgt_steps: int
@@ -65,21 +69,22 @@ class Vocabulary:
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    src: np.ndarray  # (batch, src_steps) int64
-    src_valid_len: np.ndarray  # (batch,) int64, 1..src_steps
+    src: np.ndarray  # the model's source kind (conformance/sources.py): (batch, src_steps) int64 token ids, ...
+    src_valid_len: np.ndarray | None  # (batch,) int64, 1..src_steps; None for images, which have no lengths
     tgt: np.ndarray  # (batch, tgt_steps) int64
 
     def take(self, index) -> "Batch":
         """The examples at `index` (a list of row numbers, repeats allowed), in that order."""
         index = np.asarray(index)
-        return Batch(self.src[index], self.src_valid_len[index], self.tgt[index])
+        lengths = None if self.src_valid_len is None else self.src_valid_len[index]
+        return Batch(self.src[index], lengths, self.tgt[index])
 
     def with_tgt(self, tgt) -> "Batch":
         return dataclasses.replace(self, tgt=np.asarray(tgt, dtype=np.int64))
 
     def with_src(self, src, src_valid_len=None) -> "Batch":
         lens = self.src_valid_len if src_valid_len is None else src_valid_len
-        return dataclasses.replace(self, src=np.asarray(src, dtype=np.int64), src_valid_len=lens)
+        return dataclasses.replace(self, src=np.asarray(src), src_valid_len=lens)
 
 
 def random_tokens(rng: np.random.Generator, vocab: Vocabulary, side: str, shape) -> np.ndarray:
@@ -87,17 +92,12 @@ def random_tokens(rng: np.random.Generator, vocab: Vocabulary, side: str, shape)
     return rng.choice(vocab.ordinary(side), size=shape).astype(np.int64)
 
 
-def random_batch(rng: np.random.Generator, vocab: Vocabulary, case: Case, full_first: bool = True) -> Batch:
-    """Uniform ordinary tokens, after the start id where the model declared one; ragged valid lengths.
-    The first example fills the source unless told not to."""
-    lens = rng.integers(1, case.src_steps + 1, size=case.batch)
-    if full_first:
-        lens[0] = case.src_steps
-    return Batch(
-        src=random_tokens(rng, vocab, "src", (case.batch, case.src_steps)),
-        src_valid_len=lens.astype(np.int64),
-        tgt=vocab.started(random_tokens(rng, vocab, "tgt", (case.batch, case.tgt_steps))),
-    )
+def random_batch(rng: np.random.Generator, model, case: Case, full_first: bool = True) -> Batch:
+    """A source of `model.source`'s kind with ragged valid lengths, and uniform ordinary target tokens of
+    `model.vocab`, after the start id where the model declared one (`model`: a CheckedModel). The first
+    example fills the source unless told not to."""
+    src, lengths = model.source.draw(rng, case, full_first)
+    return Batch(src, lengths, model.vocab.started(random_tokens(rng, model.vocab, "tgt", (case.batch, case.tgt_steps))))
 
 
 def other_tokens(rng: np.random.Generator, tokens: np.ndarray, vocab: Vocabulary, side: str) -> np.ndarray:

@@ -21,9 +21,10 @@ import numpy as np
 from .bridges import as_adapter, building_on, seed_frameworks
 from .faults import WATCHDOG
 from .harness import DEADLINE, FLOAT64_UNAVAILABLE, PASS_THROUGH, CheckedModel, ConformanceError, one_line
-from .inputs import Batch, Vocabulary
+from .inputs import Case, Vocabulary, random_batch
 from . import repeatability
 from .precision import effective_precision
+from .sources import source_of
 from .spec import Declared, ModelSpec, Unsupported, device_name
 from .text import clean
 
@@ -135,6 +136,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         return Broken(f"{impl.target} declared tokens_per_call={limit!r}: a decoder call takes one token or more")
     try:
         vocab = declared_vocabulary(spec, declared)
+        source = source_of(spec, vocab, declared.encoder_lengths, declared.fixed_src_steps)
     except ValueError as exc:
         return Broken(f"{impl.target} declared {exc}")
     try:
@@ -150,7 +152,7 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         built_on = device_name(built_on)
     if built_on != spec.device:  # an adapter of the user's own: nothing moves it
         return Declined(f"{impl.target} built {spec.family} on {built_on}, not on {spec.device}")
-    return CheckedModel(adapter, spec, impl.name, vocab, canonical_weights=declared.canonical_weights,
+    return CheckedModel(adapter, spec, impl.name, vocab, source, canonical_weights=declared.canonical_weights,
                         weights_id=declared.weights_id, tokens_per_call=declared.tokens_per_call)
 
 
@@ -183,8 +185,7 @@ def declared_vocabulary(spec: ModelSpec, declared: Declared) -> Vocabulary:
 
 def smoke_test(model: CheckedModel) -> str:
     """'' if a tiny decode runs and returns logits in the model's dtype, else what went wrong."""
-    src, tgt = (int(model.vocab.ordinary(side)[0]) for side in ("src", "tgt"))
-    batch = Batch(np.full((2, 3), src, np.int64), np.array([3, 2], np.int64), model.vocab.started(np.full((2, 2), tgt, np.int64)))
+    batch = random_batch(np.random.default_rng(0), model, Case(2, 3, 2))
     try:
         logits = model.teacher_forced(batch)
     except ConformanceError as exc:
@@ -244,8 +245,11 @@ class ModelCache:
         if isinstance(model, Declined) and isinstance(fallback, Declined):  # the reason once where only the dtype differs
             same = problem.replace("float64", "float32") == fallback_problem
             return Declined(problem if same else f"{problem}; {fallback_problem}")
-        # Usable in neither dtype: an error of the implementation, not a skip, with both reasons.
-        return Broken(f"unusable in float64 ({problem}) and in float32 ({fallback_problem})")
+        # Usable in neither dtype: an error of the implementation, not a skip, with both reasons, and the
+        # source's sizes where a model built for others (80 features, say) fails on what the spec gave it.
+        sizes = model.source.spec_sizes() if isinstance(model, CheckedModel) else ""
+        return Broken(f"unusable in float64 ({problem}) and in float32 ({fallback_problem})"
+                      + (f"; the source it was given: {sizes}" if sizes else ""))
 
     def measured(self, model: CheckedModel):
         """The model, with the calls that do not repeat and then the precision it computes in measured

@@ -36,6 +36,7 @@ from .faults import WATCHDOG, Hung, NotRun, crash_summary, exit_status, hang_sum
 from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
 from .session import (  # noqa: F401 (split_list: the benchmarks split --impl with it)
     FAULTS_DIR, IMPL_INFO, LOGITS, RESULT, ConformanceSession, absorb, read_id_file, split_list)
+from .sources import NotApplicable
 from .spec import FAMILIES, device_name
 from .text import clean
 
@@ -526,11 +527,12 @@ def pytest_timeout_cancel_timer(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem):
-    """A contract that needs a call the model declines (it raised conformance.Unsupported) is skipped,
-    with the model's reason: it is neither passed nor failed."""
+    """A contract that needs a call the model declines (it raised conformance.Unsupported), or that does
+    not apply to the model's source (conformance/sources.py), is skipped with the reason: it is
+    neither passed nor failed."""
     try:
         return (yield)
-    except harness.ModelDeclined as exc:
+    except (harness.ModelDeclined, NotApplicable) as exc:
         if not is_contract(pyfuncitem):
             raise
         pytest.skip(f"[{contract_of(pyfuncitem)}] {exc}")

@@ -32,7 +32,7 @@ NONLINEAR = 1e-4  # second difference / first difference above which the model r
 
 def nonlinearity(model: CheckedModel, rng: np.random.Generator) -> float:
     """max|L(h) + L(-h) - 2 L(0)| / max|L(h) - L(-h)| / 2 at a step h calibrated to TARGET_CHANGE."""
-    batch = random_batch(rng, model.vocab, Case(3, 6, 5))
+    batch = random_batch(rng, model, Case(3, 6, 5))
     with model.weights_restored() as weights:
         direction = {part: {name: rng.standard_normal(w.shape) for name, w in named.items()} for part, named in weights.items()}
 

@@ -7,6 +7,11 @@ Contracts only ever talk to this protocol: numpy in, numpy out, framework state 
 Conventions
 - Token arrays are integer numpy arrays: `src` (batch, src_steps), `tgt` (batch, tgt_steps);
   `src_valid_len` (batch,) holds how many leading source tokens are real (1..src_steps).
+- The source is of the family's kind (conformance/sources.py): token ids as above; feature frames
+  `src` (batch, frames, num_features) in the model's float dtype, `src_valid_len` in frames; images
+  `src` (batch, channels, height, width) in the model's float dtype, with `src_valid_len=None`
+  (an image has no length: a bridge calls a framework model without it, `encoder(X)`,
+  `decoder.init_state(enc_outputs)`, `model(X, Y)`).
 - Encoder outputs and decoder state are native framework trees (tuples, lists, dicts, None,
   scalars, arrays, and objects with a state codec: `conformance.register_state_codec`).
   `to_numpy` / `from_numpy` convert them leaf by leaf (`conformance.trees.tree_map` sees through
@@ -15,6 +20,10 @@ Conventions
   look into it.
 - Weights and gradients are `{"encoder": {name: array}, "decoder": {name: array}}`: every trainable
   parameter once, a tied one under the part where it is first found.
+- Optional: `get_buffers() -> Params`, copies of every array the model holds besides its trainable
+  parameters (BatchNorm running statistics, frozen tables, counters), in the same layout. The
+  bridges offer it; an adapter without it has the contract that an evaluation-mode call leaves the
+  model unchanged skipped, saying so. (Not part of the runtime-checked protocol below.)
 - Vocabulary sizes and reserved ids are the spec's unless the factory returned `Declared(...)`.
 - The model is in evaluation mode (dropout off) for every call, gradients included.
 - A method may raise `conformance.Unsupported("why")` for a call the implementation does not offer
@@ -38,16 +47,16 @@ class Seq2SeqAdapter(Protocol):
     device: str  # where the model runs, "cpu" or "cuda:N": the spec's device, or the suite declines it
     dtype: str  # floating dtype the model computes in: "float64" or "float32"
 
-    def encode(self, src: np.ndarray, src_valid_len: np.ndarray) -> Tree:
+    def encode(self, src: np.ndarray, src_valid_len: np.ndarray | None) -> Tree:
         """Encoder.forward(X, valid_lens)."""
 
-    def init_state(self, enc_outputs: Tree, src_valid_len: np.ndarray) -> Tree:
+    def init_state(self, enc_outputs: Tree, src_valid_len: np.ndarray | None) -> Tree:
         """Decoder.init_state(enc_outputs, valid_lens)."""
 
     def decode(self, tgt: np.ndarray, state: Tree) -> tuple[np.ndarray, Tree]:
         """Decoder.forward(X, state) -> (logits (batch, steps, tgt_vocab), next state)."""
 
-    def forward(self, src: np.ndarray, tgt: np.ndarray, src_valid_len: np.ndarray) -> np.ndarray:
+    def forward(self, src: np.ndarray, tgt: np.ndarray, src_valid_len: np.ndarray | None) -> np.ndarray:
         """EncoderDecoder.forward(enc_X, dec_X, valid_lens) -> logits."""
 
     def to_numpy(self, tree: Tree) -> Tree:
@@ -57,7 +66,7 @@ class Seq2SeqAdapter(Protocol):
         """The inverse of `to_numpy`."""
 
     def gradients(
-        self, src: np.ndarray, tgt: np.ndarray, src_valid_len: np.ndarray, cotangent: np.ndarray
+        self, src: np.ndarray, tgt: np.ndarray, src_valid_len: np.ndarray | None, cotangent: np.ndarray
     ) -> Params:
         """d sum(forward(src, tgt, src_valid_len) * cotangent) / d every parameter."""
 

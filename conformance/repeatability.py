@@ -30,7 +30,7 @@ CALLS = {  # path -> the calls it names, as a sentence says them
 def measure(model: CheckedModel, seed: int) -> dict[str, float]:
     """{path: max relative difference of two identical calls} for every path that could be called."""
     rng = np.random.default_rng([seed, 19])
-    batch = random_batch(rng, model.vocab, Case(3, 6, 5))
+    batch = random_batch(rng, model, Case(3, 6, 5))
     cotangent = rng.standard_normal((*batch.tgt.shape, model.vocab.tgt_size))
     runs = {
         "decode": lambda: [model.teacher_forced(batch), model.chunked(batch, 1)[0]],

@@ -4,11 +4,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 # Encoder/decoder pairings the suite knows. `mixed` pairs a Transformer encoder with a
 # recurrent attention decoder: the architecture does not require both halves to share a kind.
-FAMILIES = ("rnn", "gru", "lstm", "bahdanau", "transformer", "mixed")
+# `speech` reads feature frames and `captioning` images instead of token ids (conformance/sources.py).
+FAMILIES = ("rnn", "gru", "lstm", "bahdanau", "transformer", "mixed", "speech", "captioning")
 
 
 class Unsupported(Exception):
@@ -48,6 +49,12 @@ class ModelSpec:
     # Where the model is built and run: "cpu" or "cuda:N". A factory may decline one it does not run
     # on (raise Unsupported); the bridge moves a torch or MXNet model there, as it casts the dtype.
     device: str = "cpu"
+    # Sources that are not token ids (conformance/sources.py): feature frames (batch, frames,
+    # num_features), images (batch, channels, height, width). Small, so the suite stays fast.
+    num_features: int = 8
+    channels: int = 3
+    height: int = 16
+    width: int = 16
 
     def __post_init__(self):
         object.__setattr__(self, "device", device_name(self.device))  # "cuda" means "cuda:0"
@@ -79,6 +86,13 @@ class Declared:
       (OpenNMT-py's cached decoder: 1). The first call from `init_state` still takes the whole target;
       contracts that need more per call are skipped, saying so, and the others decode on in such
       pieces. Default: any number.
+    What the source is, beyond its kind and the spec's sizes (conformance/sources.py):
+    - `encoder_lengths`: for an encoder that changes the time axis (a convolutional subsampling),
+      the encoder's output lengths as a function of the source valid lengths, int array in, int
+      array out: `lambda n: ((n - 1) // 2 + 1 - 1) // 2 + 1` for two stride-2 convolutions. Default:
+      the source lengths themselves. The padding contracts compare encoder outputs within them.
+    - `fixed_src_steps`: the model takes sources of exactly this many steps (frames) and no other
+      (Whisper: 3000); the contracts that need another width are skipped, saying so.
     `model` is anything a factory may return: a framework model or a `Seq2SeqAdapter`.
     """
 
@@ -91,6 +105,9 @@ class Declared:
     weights_id: str | None = None
     start_tgt_id: int | None = None
     tokens_per_call: int | None = None
+    # What the source is beyond its kind and the spec's sizes (conformance/sources.py).
+    encoder_lengths: Callable[[Any], Any] | None = None
+    fixed_src_steps: int | None = None
 
 
 def declares_canonical_weights(make_model):
@@ -101,6 +118,10 @@ def declares_canonical_weights(make_model):
     @functools.wraps(make_model)
     def factory(spec):
         model = make_model(spec)
-        return model if spec.weights is None else Declared(model, canonical_weights=True)
+        if spec.weights is None:
+            return model
+        if isinstance(model, Declared):  # what else it declares stays declared
+            return dataclasses.replace(model, canonical_weights=True)
+        return Declared(model, canonical_weights=True)
 
     return factory

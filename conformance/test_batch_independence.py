@@ -7,7 +7,7 @@ from conformance.inputs import BATCHED, random_batch
 @pytest.mark.parametrize("case", BATCHED, ids=str)
 def test_example_alone_equals_example_in_batch(model, check, rng, case):
     """teacher_forced(batch)[i] == teacher_forced(batch[i:i+1])[0] for every i."""
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(rng, model, case)
     together = model.teacher_forced(batch)
     for i in range(case.batch):
         alone = model.teacher_forced(batch.take([i]))

@@ -18,7 +18,7 @@ def future_changed(rng, batch, t, vocab):
 @pytest.mark.parametrize("case", MULTI_STEP, ids=str)
 def test_future_tokens_do_not_change_past_logits(model, check, rng, case):
     """For every t: logits[:, :t] are the same whatever the tokens at t, t+1, ... are."""
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(rng, model, case)
     reference = model.teacher_forced(batch)
     for t in range(1, case.tgt_steps):
         changed = model.teacher_forced(future_changed(rng, batch, t, model.vocab))
@@ -29,7 +29,7 @@ def test_future_tokens_do_not_change_past_logits(model, check, rng, case):
 def test_future_tokens_do_not_change_past_gradients(model, check, rng, case):
     """The gradient of any function of logits[:, :t] w.r.t. every parameter ignores tokens at >= t.
     Where they differ and finite differences show the gradients wrong in themselves, it cannot judge."""
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(rng, model, case)
     t = case.tgt_steps // 2
     cotangent = np.zeros((*batch.tgt.shape, model.vocab.tgt_size))
     cotangent[:, :t] = rng.standard_normal(cotangent[:, :t].shape)
@@ -51,7 +51,7 @@ def test_future_tokens_do_not_change_past_gradients(model, check, rng, case):
 def test_changed_token_changes_its_own_logits(model, check, rng, case):
     """The other side of causality: changing the token at t changes logits at t (the input is used).
     A declared start id is not changed: every decode begins with it."""
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(rng, model, case)
     reference = model.teacher_forced(batch)
     for t in range(0 if model.vocab.start is None else 1, case.tgt_steps):
         changed = model.teacher_forced(future_changed(rng, batch, t, model.vocab))

@@ -15,7 +15,7 @@ def test_logits_match_reference(canonical_pair, agree, shared_rng, record_logits
     """Teacher-forced logits == the reference's on the same weights and inputs, within the tolerance
     of the implementation's precision (conformance/tolerances.py: AGREE)."""
     model, reference = canonical_pair
-    batch = random_batch(shared_rng, model.vocab, case)
+    batch = random_batch(shared_rng, model, case)
     logits, expected = model.teacher_forced(batch), reference.teacher_forced(batch)
     record_logits(model, logits)
     record_logits(reference, expected)
@@ -27,7 +27,7 @@ def test_greedy_tokens_match_reference(canonical_pair, agree, shared_rng, case):
     """Greedy tokens == the reference's, step for step. Where they part, the reference's two best
     logits must be closer than the tolerance: a tie, which either side may break its own way."""
     model, reference = canonical_pair
-    batch = random_batch(shared_rng, model.vocab, case)
+    batch = random_batch(shared_rng, model, case)
     steps = case.tgt_steps + 3
     tokens, _ = model.greedy(batch, steps)
     expected, reference_logits = reference.greedy(batch, steps)

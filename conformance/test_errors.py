@@ -1,4 +1,5 @@
-"""Clear failures: an out-of-vocabulary token id raises instead of returning numbers."""
+"""Clear failures: an out-of-vocabulary token id, or a source of the wrong size, raises instead of
+returning numbers."""
 import numpy as np
 import pytest
 
@@ -26,7 +27,9 @@ def what_it_did_instead(model, batch, side, token, vocab, logits):
 
 
 def check_raises(model, check, rng, side, where):
-    batch = random_batch(rng, model.vocab, CASES[1])
+    if side == "src":
+        model.source.needs_tokens("no source id can be out of vocabulary (wrong_source_size_raises checks its size)")
+    batch = random_batch(rng, model, CASES[1])
     vocab = model.vocab.size(side)
     token = vocab if where == "vocab_size" else -1
     try:  # a raise counts as refusing the id only where the same call with in-vocabulary ids works
@@ -52,3 +55,21 @@ def test_out_of_vocabulary_source_raises(model, check, rng, where):
 def test_out_of_vocabulary_target_raises(model, check, rng, where):
     """A target token id outside [0, tgt_vocab) raises, where in-vocabulary ids give logits."""
     check_raises(model, check, rng, "tgt", where)
+
+
+@pytest.mark.parametrize("where", ["more", "fewer"])
+def test_wrong_source_size_raises(model, check, rng, where):
+    """Frames with one feature more or fewer than the spec's, or images with one channel more or fewer,
+    raise, where the spec's size gives logits (a model that crops or pads what it is given hides a
+    pipeline bug). An image's height and width are not checked: a CNN that pools takes any size."""
+    batch = random_batch(rng, model, CASES[1])
+    what, resized = model.source.resized(batch.src, where)
+    try:
+        model.teacher_forced(batch)
+    except ModelRaised as exc:
+        check.fail(f"cannot tell whether a source of {what} is refused: the same call with the spec's size raises too: {exc}")
+    try:
+        model.teacher_forced(batch.with_src(resized))
+    except ModelRaised:
+        return
+    check.fail(f"a source of {what} gave logits instead of raising: the model silently read another size than the spec's")

@@ -3,21 +3,21 @@ import numpy as np
 import pytest
 
 from conformance.finite_differences import directional_check
-from conformance.inputs import CASES, other_tokens, random_batch
+from conformance.inputs import CASES, random_batch
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_forward_chains_encoder_and_decoder(model, check, rng, case):
     """EncoderDecoder.forward(enc_X, dec_X, lens) == decoder(dec_X, init_state(encoder(enc_X, lens), lens))[0]."""
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(rng, model, case)
     check.close(model.forward(batch), model.teacher_forced(batch), "forward vs encoder -> init_state -> decoder")
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_outputs_depend_on_source(model, check, rng, case):
-    """Replacing every source token changes every example's logits."""
-    batch = random_batch(rng, model.vocab, case)
-    changed = batch.with_src(other_tokens(rng, batch.src, model.vocab, "src"))
+    """Replacing the whole source (every token, frame or image) changes every example's logits."""
+    batch = random_batch(rng, model, case)
+    changed = batch.with_src(model.source.other(rng, batch.src))
     before, after = model.teacher_forced(batch), model.teacher_forced(changed)
     for i in range(case.batch):
         check.differ(after[i], before[i], f"example {i}'s logits after replacing all its source tokens")
@@ -26,7 +26,7 @@ def test_outputs_depend_on_source(model, check, rng, case):
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_init_state_keeps_encoder_outputs(model, check, rng, case):
     """encoder outputs are bit for bit the same after init_state(enc_outputs) and a decode from it."""
-    batch = random_batch(rng, model.vocab, case)
+    batch = random_batch(rng, model, case)
     enc = model.encode(batch.src, batch.src_valid_len)
     before = model.to_numpy(enc)
     model.decode(batch.tgt, model.init_state(enc, batch.src_valid_len))
@@ -36,7 +36,7 @@ def test_init_state_keeps_encoder_outputs(model, check, rng, case):
 def test_encoder_gradient_through_state(model, check, rng):
     """d/dh L(w_enc + h d) at 0 == grad_enc L . d: gradients reach the encoder through the state,
     checked against central finite differences along a random direction d."""
-    batch = random_batch(rng, model.vocab, CASES[1])
+    batch = random_batch(rng, model, CASES[1])
     cotangent = rng.standard_normal((*batch.tgt.shape, model.vocab.tgt_size))
     found = directional_check(model, batch, cotangent, model.gradients(batch, cotangent), ("encoder",), rng)
     slope, tolerance = found.slope, found.tolerance

@@ -14,7 +14,7 @@ def batch_with_prefix(model, rng, case):
     The state is taken after the prefix: a state that has not decoded a single step yet holds no
     cache, and a cache updated in place could not show. A one-step target gets one step in front.
     """
-    return random_batch(rng, model.vocab, dataclasses.replace(case, tgt_steps=max(case.tgt_steps, 2)))
+    return random_batch(rng, model, dataclasses.replace(case, tgt_steps=max(case.tgt_steps, 2)))
 
 
 def prefix_and_rest(batch):

@@ -9,6 +9,8 @@ import re
 import pytest
 
 from conformance.report import FAILING  # outcomes that fail the run, with a message each
+from conformance.sources import kind_of
+from conformance.spec import FAMILIES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -38,6 +40,32 @@ def all_contracts(area: str = "*") -> set[str]:
     """Every `def test_...` in the shipped contract modules (of one area), without the prefix."""
     root = pathlib.Path(importlib.import_module("conformance").__file__).parent
     return {name for path in root.glob(f"test_{area}.py") for name in re.findall(r"^def test_(\w+)", path.read_text(), re.M)}
+
+
+# Contracts that do not apply to a kind of source: skipped, saying why (conformance/sources.py).
+NOT_APPLICABLE = {
+    "tokens": {"wrong_source_size_raises"},
+    "frames": {"out_of_vocabulary_source_raises"},
+    "images": {"out_of_vocabulary_source_raises", "extra_padding_changes_nothing",
+               "garbage_beyond_valid_length_changes_nothing", "encoder_lengths_are_as_declared"},
+}
+
+
+def not_applicable(family: str) -> set[str]:
+    return NOT_APPLICABLE[kind_of(family)]
+
+
+def ported(backend: str) -> list[str]:
+    """The families `impls.<backend>` has a reference of; it declines the others (Unsupported)."""
+    return list(importlib.import_module(f"impls.{backend}.factory").BUILDERS)
+
+
+def family_params(backend: str) -> list:
+    """Every family as a pytest param; those `impls.<backend>` has no reference of yet skip, saying so
+    (call it where the backend's framework is importable)."""
+    have = ported(backend)
+    return [pytest.param(family, marks=pytest.mark.skipif(family not in have, reason=f"impls.{backend} has no {family} reference yet"))
+            for family in FAMILIES]
 
 
 def cross_framework_contracts() -> set[str]:

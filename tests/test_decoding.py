@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conformance.spec import FAMILIES, ModelSpec
-from tests.conformance_run import BACKENDS, backend_param
+from tests.conformance_run import BACKENDS, backend_param, ported
 from tests.decoding_inputs import source
 
 
@@ -16,8 +16,10 @@ from tests.decoding_inputs import source
 @pytest.mark.parametrize("backend", [backend_param(name, name) for name in BACKENDS])
 def test_greedy_and_recompute_give_the_stepwise_tokens(backend, family):
     impl = importlib.import_module(f"impls.{backend}")
+    if family not in ported(backend):
+        pytest.skip(f"impls.{backend} has no {family} reference yet")
     model = impl.make_model(ModelSpec(family))  # float64: ties cannot flip between summation orders
-    src, valid = source(batch=5)
+    src, valid = source(batch=5, family=family)
     expected = impl.stepwise_greedy_decode(model, src, valid, bos=1, steps=12)
     assert expected.shape == (5, 12) and expected.dtype == np.int64
     np.testing.assert_array_equal(impl.greedy_decode(model, src, valid, bos=1, steps=12), expected,

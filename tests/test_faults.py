@@ -14,7 +14,7 @@ import pytest
 
 from conformance import loading
 from conformance.inputs import Batch
-from tests.conformance_run import run_conformance
+from tests.conformance_run import not_applicable, run_conformance
 from tests.test_plugin_errors import usage_error
 
 FAULTY = "tests.broken.faulty"
@@ -29,9 +29,14 @@ def faulty_verdicts(run, impl):
     return {family: sorted(outcomes) for family, outcomes in out.items()}
 
 
+def not_intact(results) -> list[str]:
+    """The torch reference's results that neither passed nor skipped as not applying to the family's source."""
+    return [r["nodeid"] for r in results if r["impl"] == "torch" and r["outcome"] != "passed"
+            and not (r["outcome"] == "skipped" and r["contract"] in not_applicable(r["family"]))]
+
+
 def assert_reference_intact(run):
-    torch = run.verdicts("torch")
-    assert len(torch) > 40 and set(torch.values()) == {"passed"}, {k: v for k, v in torch.items() if v != "passed"}
+    assert len(run.verdicts("torch")) > 40 and not not_intact(run.report["results"]), not_intact(run.report["results"])
 
 
 def test_model_that_hangs_before_any_contract_costs_one_timeout_per_family(pytester):
@@ -329,7 +334,7 @@ def test_xdist_gives_the_serial_verdicts_in_one_report(pytester, repo_on_pythonp
     serial = run_conformance(pytester, "torch")
     parallel = run_conformance(pytester, "torch", workers=2)
     assert parallel.outcome.ret == serial.outcome.ret == 0
-    assert len(serial.verdicts()) == 510
+    assert len(serial.verdicts()) == 712  # every contract, shape case and family
     assert parallel.verdicts() == serial.verdicts()
     assert sorted(map(str, parallel.report["matrix"])) == sorted(map(str, serial.report["matrix"]))
     assert parallel.report["implementations"] == serial.report["implementations"]
@@ -358,7 +363,7 @@ def test_report_survives_an_outer_timeout(pytester, repo_on_pythonpath):
     finally:
         run.kill()
     results = json.loads(report.read_text())["results"]
-    assert {r["outcome"] for r in results if r["impl"] == "torch"} == {"passed"}
+    assert any(r["impl"] == "torch" for r in results) and not not_intact(results), not_intact(results)
     assert os.path.exists(report.with_suffix(".md"))
 
 

@@ -8,9 +8,9 @@ import importlib.util
 import pytest
 
 from conformance.findings import (
-    CONTRACT_CAUSES, FLOAT64_UNUSABLE, GRADIENTS_NOT_REPEATABLE, GRADIENTS_WRONG, NOT_DETERMINISTIC)
+    CONTRACT_CAUSES, CONTRACTS, FLOAT64_UNUSABLE, GRADIENTS_NOT_REPEATABLE, GRADIENTS_WRONG, NOT_DETERMINISTIC)
 from tests.broken.common import AUTOREGRESSIVE, GRADIENTS, PADDING
-from tests.conformance_run import run_conformance
+from tests.conformance_run import all_contracts, run_conformance
 
 TORCH = "tests.broken.torch_models"
 KERAS2 = "tests.broken.keras2_models"
@@ -214,3 +214,10 @@ def test_findings_count_the_outcomes_the_report_counts_as_failing():
     from conformance import findings, report
 
     assert findings.FAILING == report.FAILING
+
+
+def test_every_contract_names_its_own_cause_in_the_order_of_the_report():
+    """A finding rooted at any contract says what is wrong in words (not '<contract> fails'), new
+    contracts included; CONTRACTS, their order, holds every contract once."""
+    assert sorted(CONTRACTS) == sorted(all_contracts())
+    assert all(cause and not cause.endswith(" fails") for cause in CONTRACT_CAUSES.values())

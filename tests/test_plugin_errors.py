@@ -2,7 +2,8 @@
 import pytest
 
 from tests.conformance_run import (
-    BACKENDS, assert_cross_framework_skipped_as_undeclared, backend_param, cross_framework_contracts, run_conformance)
+    BACKENDS, assert_cross_framework_skipped_as_undeclared, backend_param, cross_framework_contracts, not_applicable,
+    run_conformance)
 
 FAULTY = "tests.broken.faulty"  # faults whatever the framework; per-backend ones are in <backend>_models
 
@@ -81,7 +82,7 @@ def test_bad_model_fails_every_contract_with_one_line(pytester, impl, text):
     assert_one_line_failures(run, text)
     assert run.failed == {  # failed, or errored where the factory itself runs the model once
         "stepwise_equals_teacher_forced", "extra_padding_changes_nothing",
-        "garbage_beyond_valid_length_changes_nothing", "eval_calls_agree_exactly",
+        "garbage_beyond_valid_length_changes_nothing", "eval_calls_agree_exactly", "eval_calls_leave_model_unchanged",
     }
 
 
@@ -134,10 +135,39 @@ def test_declined_family_is_skipped_with_the_reason(pytester, backend):
     assert outcomes == {("gru", "passed"), ("transformer", "skipped")}
 
 
+def test_a_source_the_model_cannot_take_is_skipped_with_its_reason(pytester):
+    """A token model whose factory declines frames and images: those families skip, saying why; the
+    token family runs. Asked only for what it cannot take, the model is unusable (exit 1)."""
+    run = run_conformance(pytester, f"{FAULTY}:token_ids_only", "--family=gru,speech,captioning", "-k", "stepwise", "-rs")
+    assert run.outcome.ret == 0, "\n".join(run.messages())
+    assert {(m["family"], m["outcome"]) for m in run.report["matrix"]} == {
+        ("gru", "passed"), ("speech", "skipped"), ("captioning", "skipped")}
+    run.outcome.stdout.fnmatch_lines(["SKIPPED*declined speech/float64: this model reads token ids, not frames*",
+                                      "SKIPPED*declined captioning/float64: this model reads token ids, not images*"])
+
+
+def test_a_model_built_for_another_feature_count_is_one_clear_error(pytester):
+    """A speech model built for 80 features, given the spec's 8: every contract errors in one line, the
+    first with the model's own error and the sizes of the source it was given."""
+    run = run_conformance(pytester, f"{FAULTY}:built_for_80_features", "--family=speech", "-k", "stepwise or wrong_source")
+    assert run.outcome.ret == 1
+    first, *rest = run.messages()
+    assert "to have 80 channels, but got 8 channels instead" in first, first
+    assert first.endswith("; the source it was given: frames (batch, frames, 8): spec.num_features=8"), first
+    assert rest and all(m.endswith("cannot be used for speech: see its first error") for m in rest), rest
+    assert "Traceback" not in run.output
+
+
 def test_own_adapter_object_passes_every_contract(pytester):
+    """Every contract but those that need what the adapter does not offer (get_buffers, an optional
+    method) or that do not apply to its source, each skipped with the reason."""
     run = run_conformance(pytester, f"{FAULTY}:own_adapter", "--family=transformer")
     assert run.outcome.ret == 0, "\n".join(run.messages())
-    assert run.contracts("failed", "error") == set() and run.contracts("skipped") == cross_framework_contracts()
+    without_buffers = {"eval_calls_leave_model_unchanged"}
+    skipped = cross_framework_contracts() | not_applicable("transformer") | without_buffers
+    assert run.contracts("failed", "error") == set() and run.contracts("skipped") == skipped
+    reason, = {r["message"] for r in run.report["results"] if r["contract"] in without_buffers}
+    assert "the adapter has no get_buffers()" in reason, reason
     assert_cross_framework_skipped_as_undeclared(run, f"{FAULTY}:own_adapter")
     assert run.report["implementations"][0]["backend"] == "custom"
 
@@ -200,7 +230,7 @@ def test_report_under_a_file_is_refused_before_any_contract_runs(pytester):
 
 
 def test_impl_named_twice_runs_once(pytester):
-    run = run_conformance(pytester, "torch,torch", "--family=gru", "-k", "eval_calls")
+    run = run_conformance(pytester, "torch,torch", "--family=gru", "-k", "eval_calls_agree")
     assert run.outcome.ret == 0
     ids = [r["nodeid"].split("[")[1] for r in run.report["results"]]
     assert len(ids) == len(set(ids)) == 4 and all(id_.startswith("torch-gru-B") for id_ in ids), ids
@@ -224,7 +254,7 @@ def test_xfails_file_marks_known_failures_and_warns_about_unmatched_ids(pytester
         test_errors.py::test_no_such_contract
     """)
     run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary", "--family=gru",
-                          "-k", "raises", f"--xfails-file={xfails}")
+                          "-k", "test_out_of_vocabulary", f"--xfails-file={xfails}")
     outcomes = {(r["contract"], r["case"] or r["nodeid"].rsplit("-", 1)[-1], r["outcome"]) for r in run.report["results"]}
     assert {o for *_, o in outcomes} == {"xfailed", "failed"}
     assert run.contracts("failed") == {"out_of_vocabulary_target_raises"}, "only the listed target case is xfailed"

@@ -6,7 +6,8 @@ import pytest
 
 from tests.broken.common import AUTOREGRESSIVE, CACHE_BUG, OUT_OF_VOCABULARY
 from tests.conformance_run import (
-    all_contracts, assert_cross_framework_skipped_as_undeclared, backend_param, cross_framework_contracts, run_conformance)
+    all_contracts, assert_cross_framework_skipped_as_undeclared, backend_param, cross_framework_contracts, not_applicable,
+    run_conformance)
 from tests.tricky.torch_models import CASES
 
 TORCH = "tests.tricky.torch_models"
@@ -26,8 +27,9 @@ CORRECT = [pytest.param(f"{TORCH}:{factory}", family, header, id=factory) for fa
 def test_correct_toolkit_style_model_passes_every_contract(pytester, impl, family, header):
     run = run_conformance(pytester, impl, f"--family={family}")
     assert run.outcome.ret == 0, "\n".join(run.messages())
-    assert run.contracts("passed") == all_contracts() - cross_framework_contracts()
-    assert run.contracts("failed", "error") == set() and run.contracts("skipped") == cross_framework_contracts()
+    skipped = cross_framework_contracts() | not_applicable(family)
+    assert run.contracts("passed") == all_contracts() - skipped
+    assert run.contracts("failed", "error") == set() and run.contracts("skipped") == skipped
     assert_cross_framework_skipped_as_undeclared(run, impl)
     line = dtype_line(run, family)
     assert line.startswith(header) if "(" in header else line == header, line  # a note only where one is due
@@ -113,3 +115,27 @@ def test_an_implementation_that_declines_every_family_is_an_error(pytester, back
     assert run.outcome.ret == 1
     assert run.contracts("error") == {"stepwise_equals_teacher_forced"}
     assert "declined every family it was asked for (transformer:" in run.messages()[0]
+
+
+def test_a_model_of_one_source_width_passes_what_it_can_and_skips_the_rest_saying_why(pytester):
+    """Declared(fixed_src_steps=19): every source is 19 frames wide; the contracts that need another width
+    are skipped with the reason, never failed nor passed. Undeclared, the model is unusable: an error."""
+    run = run_conformance(pytester, f"{TORCH}:speech_fixed_width", "--family=speech")
+    assert run.outcome.ret == 0, "\n".join(run.messages())
+    other_widths = {"extra_padding_changes_nothing", "encoder_lengths_are_as_declared"}
+    assert run.contracts("skipped") == cross_framework_contracts() | not_applicable("speech") | other_widths
+    assert run.contracts("passed") == all_contracts() - run.contracts("skipped")
+    reasons = {r["message"] for r in run.report["results"] if r["contract"] in other_widths}
+    assert all("the model takes sources of exactly 19 frames (Declared(fixed_src_steps=19))" in m for m in reasons), reasons
+    undeclared = run_conformance(pytester, f"{TORCH}:speech_fixed_width_undeclared", "--family=speech", "-k", "stepwise")
+    assert undeclared.outcome.ret == 1 and undeclared.contracts("error") == {"stepwise_equals_teacher_forced"}
+    assert "raised ValueError: this encoder takes 19 frames, not 11" in undeclared.messages()[0], undeclared.messages()
+
+
+def test_a_subsampling_encoder_that_does_not_declare_its_lengths_fails_only_that_contract(pytester):
+    """The speech reference without its Declared(encoder_lengths=...): one encoder position per four
+    frames, where the suite assumes one per frame. The contract says what to declare; padding holds."""
+    run = run_conformance(pytester, "impls.torch:make_model", "--family=speech")
+    assert run.failed == {"encoder_lengths_are_as_declared"}, "\n".join(run.messages())
+    message, = run.messages()
+    assert "for a source of 2 frames run alone, unpadded, but 2 are declared (Declared(encoder_lengths=...)" in message, message

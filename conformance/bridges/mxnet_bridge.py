@@ -75,16 +75,25 @@ class MXNetAdapter:
     def _tokens(self, a):
         return self._array(a, "int64")
 
+    def _source(self, a):
+        """Token ids as int64; frames and images in the model's dtype (conformance/sources.py)."""
+        a = np.asarray(a)
+        return self._array(a, self.dtype) if np.issubdtype(a.dtype, np.floating) else self._tokens(a)
+
+    def _lengths(self, src_valid_len) -> tuple:
+        """d2l's `*args`: the source valid lengths, or nothing for a source that has none (images)."""
+        return () if src_valid_len is None else (self._tokens(src_valid_len),)
+
     def _numpy(self, tree):
         return tree_map(lambda x: x.asnumpy() if isinstance(x, mx.nd.NDArray) else x, tree)
 
     def encode(self, src, src_valid_len):
         with autograd.pause():  # inference: not recorded, dropout off
-            return self.model.encoder(self._tokens(src), self._tokens(src_valid_len))
+            return self.model.encoder(self._source(src), *self._lengths(src_valid_len))
 
     def init_state(self, enc_outputs, src_valid_len):
         with autograd.pause():
-            return self.model.decoder.init_state(enc_outputs, self._tokens(src_valid_len))
+            return self.model.decoder.init_state(enc_outputs, *self._lengths(src_valid_len))
 
     def decode(self, tgt, state):
         with autograd.pause():
@@ -95,8 +104,8 @@ class MXNetAdapter:
         """conformance.decoding's loop with tokens and state kept as MXNet arrays on the model's context:
         the engine runs ahead of Python until the tokens are read at the end."""
         with autograd.pause():
-            valid = self._tokens(src_valid_len)
-            state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid), valid)
+            lengths = self._lengths(src_valid_len)
+            state = self.model.decoder.init_state(self.model.encoder(self._source(src), *lengths), *lengths)
             tokens = self._tokens(np.full((len(src), 1), bos))
             out = []
             for _ in range(steps):
@@ -134,7 +143,7 @@ class MXNetAdapter:
         return self._hybrid.greedy_tokens(src, src_valid_len, bos, steps)
 
     def _forward(self, src, tgt, src_valid_len):
-        out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
+        out = self.model(self._source(src), self._tokens(tgt), *self._lengths(src_valid_len))
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
 
     def forward(self, src, tgt, src_valid_len):
@@ -158,11 +167,21 @@ class MXNetAdapter:
         with autograd.record(train_mode=False):
             logits = self._forward(src, tgt, src_valid_len)
             loss = (logits * self._array(cotangent, logits.dtype)).sum()
-        loss.backward()
+        # And backward in inference mode too: by default it runs in training mode, where BatchNorm's
+        # gradient is that of batch statistics while the forward pass read the running ones.
+        loss.backward(train_mode=False)
         return {part: {name: p.grad().asnumpy() for name, p in named.items()} for part, named in self.params.items()}
 
     def get_weights(self):
         return {part: {name: p.data().asnumpy() for name, p in named.items()} for part, named in self.params.items()}
+
+    def get_buffers(self):
+        """Every parameter that does not train (grad_req 'null': BatchNorm's running statistics), each once."""
+        held = parameters_once({
+            part: ((name, p) for name, p in getattr(self.model, part)._collect_params_with_prefix().items() if p.grad_req == "null")
+            for part in ("encoder", "decoder")
+        })
+        return {part: {name: p.data().asnumpy() for name, p in named.items()} for part, named in held.items()}
 
     def set_weights(self, weights):
         for part, named in weights.items():

@@ -451,6 +451,10 @@ class OnnxAdapter:
         return {part: {key: values[graphs[0].role][name] for key, (name, graphs) in named.items()}
                 for part, named in self._parameters().items()}
 
+    def get_buffers(self):
+        """Nothing beside get_weights: a graph's arrays are initializers, and ONNX Runtime writes none."""
+        return {part: {} for part in self._parameters()}
+
     def set_weights(self, weights):
         per_graph: dict[str, dict] = {}
         for part, named in weights.items():

@@ -61,9 +61,10 @@ def variable_names(v) -> tuple[str, str]:
     return v.name.rsplit("/", 1)[-1].split(":")[0], getattr(v, "path", v.name)
 
 
-def named_variables(layer, Layer, prefix: str = "", seen: set | None = None) -> dict:
-    """{attribute path: variable} for every trainable variable of `layer`, an instance of the Keras
-    class `Layer`, e.g. `blks.0.attention.W_qkv.kernel`.
+def named_variables(layer, Layer, prefix: str = "", seen: set | None = None, which: str = "trainable_weights") -> dict:
+    """{attribute path: variable} for every trainable variable of `layer` (every non-trainable one with
+    `which="non_trainable_weights"`: BatchNorm's moving statistics), an instance of the Keras class
+    `Layer`, e.g. `blks.0.attention.W_qkv.kernel`.
 
     Keras' own variable paths hold globally numbered layer names (`dense_17`) that differ between two
     instances of one model; the attribute path does not.
@@ -86,8 +87,8 @@ def named_variables(layer, Layer, prefix: str = "", seen: set | None = None) -> 
     children.update((child.name, child) for child in sublayers if id(child) not in held)
     named = {}
     for name, child in children.items():
-        named.update(named_variables(child, Layer, f"{prefix}{name}.", seen))
-    for v in layer.trainable_weights:  # what no sublayer claimed is this layer's own
+        named.update(named_variables(child, Layer, f"{prefix}{name}.", seen, which))
+    for v in getattr(layer, which):  # what no sublayer claimed is this layer's own
         if id(v) not in seen:
             seen.add(id(v))
             short, full = variable_names(v)
@@ -154,14 +155,23 @@ class TensorFlowAdapter:
     def _tokens(self, a) -> tf.Tensor:
         return tf.constant(np.asarray(a), dtype=tf.int64)  # int64 keeps every id as given, out of range ones too
 
+    def _source(self, a) -> tf.Tensor:
+        """Token ids as int64; frames and images in the model's dtype (conformance/sources.py)."""
+        a = np.asarray(a)
+        return tf.constant(a, dtype=self.dtype) if np.issubdtype(a.dtype, np.floating) else self._tokens(a)
+
+    def _lengths(self, src_valid_len) -> tuple:
+        """d2l's `*args`: the source valid lengths, or nothing for a source that has none (images)."""
+        return () if src_valid_len is None else (self._tokens(src_valid_len),)
+
     @on_device
     def encode(self, src, src_valid_len):
-        return self.model.encoder(self._tokens(src), self._tokens(src_valid_len), training=False)
+        return self.model.encoder(self._source(src), *self._lengths(src_valid_len), training=False)
 
     @on_device
     def init_state(self, enc_outputs, src_valid_len):
         # A plain method, not a Keras call, so there is no training flag to pass: layers default to inference.
-        return self.model.decoder.init_state(enc_outputs, self._tokens(src_valid_len))
+        return self.model.decoder.init_state(enc_outputs, *self._lengths(src_valid_len))
 
     @on_device
     def decode(self, tgt, state):
@@ -171,8 +181,8 @@ class TensorFlowAdapter:
     @on_device
     def greedy_tokens(self, src, src_valid_len, bos, steps):
         """conformance.decoding's loop, eager as every other call here, tokens and state kept as tensors."""
-        valid = self._tokens(src_valid_len)
-        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid, training=False), valid)
+        lengths = self._lengths(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._source(src), *lengths, training=False), *lengths)
         tokens = tf.fill([len(src), 1], tf.constant(bos, tf.int64))
         out = []
         for _ in range(steps):
@@ -224,8 +234,8 @@ class TensorFlowAdapter:
             return tokens
         raise NotCompiled("; ".join(failures))
 
-    def _start(self, src, valid):
-        return self.model.decoder.init_state(self.model.encoder(src, valid, training=False), valid)
+    def _start(self, src, *lengths):  # lengths: d2l's *args, nothing for images
+        return self.model.decoder.init_state(self.model.encoder(src, *lengths, training=False), *lengths)
 
     def _step(self, tokens, state):
         logits, state = self.model.decoder(tokens, state, training=False)
@@ -234,8 +244,7 @@ class TensorFlowAdapter:
     def _growing_state_shapes(self, src, src_valid_len, bos):
         """The state's shapes with the dimensions that change over one eager step as None (a nested
         structure like the state's), or None where every shape stays."""
-        valid = self._tokens(src_valid_len)
-        before = self._start(self._tokens(src), valid)
+        before = self._start(self._source(src), *self._lengths(src_valid_len))
         _, after = self._step(tf.fill([len(src), 1], tf.constant(bos, tf.int64)), before)
         shapes = [tf.TensorShape([a if a == b else None for a, b in zip(x.shape, y.shape)])
                   for x, y in zip(tf.nest.flatten(before), tf.nest.flatten(after))]
@@ -244,8 +253,8 @@ class TensorFlowAdapter:
         return tf.nest.pack_sequence_as(before, shapes)
 
     def _whole_loop(self, xla, grows):
-        def loop(src, valid, bos, steps):
-            state = self._start(src, valid)
+        def loop(src, bos, steps, *lengths):
+            state = self._start(src, *lengths)
             tokens = tf.fill([src.shape[0], 1], bos)  # a static batch, as eagerly
 
             def body(t, tokens, state, out):
@@ -259,8 +268,8 @@ class TensorFlowAdapter:
 
         # Not AutoGraph: the model's code runs as written, as while Keras traces a functional model.
         compiled = tf.function(loop, jit_compile=xla, autograph=False)
-        return lambda src, valid, bos, steps: compiled(self._tokens(src), self._tokens(valid), tf.constant(bos, tf.int64),
-                                                       tf.constant(steps)).numpy()
+        return lambda src, valid, bos, steps: compiled(self._source(src), tf.constant(bos, tf.int64), tf.constant(steps),
+                                                       *self._lengths(valid)).numpy()
 
     def _step_loop(self, xla):
         start = tf.function(self._start, jit_compile=xla)
@@ -268,7 +277,7 @@ class TensorFlowAdapter:
         relaxed = {}  # once traced with relaxed shapes: its concrete function, called without re-dispatching
 
         def loop(src, valid, bos, steps):
-            state = start(self._tokens(src), self._tokens(valid))
+            state = start(self._source(src), *self._lengths(valid))
             tokens = tf.fill([len(src), 1], tf.constant(bos, tf.int64))
             out = []
             for t in range(steps):
@@ -281,7 +290,7 @@ class TensorFlowAdapter:
         return loop
 
     def _forward(self, src, tgt, src_valid_len):
-        out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len), training=False)
+        out = self.model(self._source(src), self._tokens(tgt), *self._lengths(src_valid_len), training=False)
         return out[0] if isinstance(out, (tuple, list)) else out  # older d2l returned (output, state)
 
     @on_device
@@ -313,6 +322,12 @@ class TensorFlowAdapter:
 
     def get_weights(self):
         return {part: {name: v.numpy().copy() for name, v in named.items()} for part, named in self.params.items()}
+
+    def get_buffers(self):
+        """Every non-trainable variable (BatchNorm's moving statistics, a frozen table), each once."""
+        held = parameters_once({part: named_variables(getattr(self.model, part), self.Layer, which="non_trainable_weights").items()
+                                for part in ("encoder", "decoder")})
+        return {part: {name: v.numpy().copy() for name, v in named.items()} for part, named in held.items()}
 
     def set_weights(self, weights):
         params = self.params

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import types
 
 import numpy as np
@@ -61,16 +62,27 @@ class TorchAdapter:
     def _tokens(self, a) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a), dtype=torch.long, device=self.device)
 
+    def _source(self, a) -> torch.Tensor:
+        """Token ids as int64; frames and images in the model's dtype (conformance/sources.py)."""
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating):
+            return torch.as_tensor(a, dtype=DTYPES[self.dtype], device=self.device)
+        return self._tokens(a)
+
+    def _lengths(self, src_valid_len) -> tuple:
+        """d2l's `*args`: the source valid lengths, or nothing for a source that has none (images)."""
+        return () if src_valid_len is None else (self._tokens(src_valid_len),)
+
     def _numpy(self, tree):
         return tree_map(lambda x: x.detach().cpu().numpy().copy() if isinstance(x, torch.Tensor) else x, tree)
 
     @torch.no_grad()
     def encode(self, src, src_valid_len):
-        return self.model.encoder(self._tokens(src), self._tokens(src_valid_len))
+        return self.model.encoder(self._source(src), *self._lengths(src_valid_len))
 
     @torch.no_grad()
     def init_state(self, enc_outputs, src_valid_len):
-        return self.model.decoder.init_state(enc_outputs, self._tokens(src_valid_len))
+        return self.model.decoder.init_state(enc_outputs, *self._lengths(src_valid_len))
 
     @torch.no_grad()
     def decode(self, tgt, state):
@@ -80,8 +92,8 @@ class TorchAdapter:
     @torch.inference_mode()
     def greedy_tokens(self, src, src_valid_len, bos, steps):
         """conformance.decoding's loop with tokens and state kept as tensors on the model's device."""
-        valid = self._tokens(src_valid_len)
-        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid), valid)
+        lengths = self._lengths(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._source(src), *lengths), *lengths)
         tokens = torch.full((len(src), 1), bos, dtype=torch.long, device=self.device)
         out = []
         for _ in range(steps):
@@ -120,8 +132,8 @@ class TorchAdapter:
         return tokens
 
     def _loop(self, step, src, src_valid_len, bos, steps):
-        valid = self._tokens(src_valid_len)
-        state = self.model.decoder.init_state(self.model.encoder(self._tokens(src), valid), valid)
+        lengths = self._lengths(src_valid_len)
+        state = self.model.decoder.init_state(self.model.encoder(self._source(src), *lengths), *lengths)
         tokens = torch.full((len(src), 1), bos, dtype=torch.long, device=self.device)
         out = []
         for _ in range(steps):
@@ -130,7 +142,7 @@ class TorchAdapter:
         return torch.cat(out, 1).cpu().numpy()
 
     def _forward(self, src, tgt, src_valid_len):
-        out = self.model(self._tokens(src), self._tokens(tgt), self._tokens(src_valid_len))
+        out = self.model(self._source(src), self._tokens(tgt), *self._lengths(src_valid_len))
         return out[0] if isinstance(out, tuple) else out  # older d2l returned (output, state)
 
     @torch.no_grad()
@@ -157,6 +169,15 @@ class TorchAdapter:
 
     def get_weights(self):
         return {part: {name: p.detach().cpu().numpy().copy() for name, p in named.items()} for part, named in self.params.items()}
+
+    def get_buffers(self):
+        """Every buffer (BatchNorm running statistics, a position table) and frozen parameter, each once."""
+        held = parameters_once({
+            part: itertools.chain(getattr(self.model, part).named_buffers(),
+                                  ((name, p) for name, p in getattr(self.model, part).named_parameters() if not p.requires_grad))
+            for part in ("encoder", "decoder")
+        })
+        return {part: {name: b.detach().cpu().numpy().copy() for name, b in named.items()} for part, named in held.items()}
 
     @torch.no_grad()
     def set_weights(self, weights):

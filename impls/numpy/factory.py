@@ -3,11 +3,14 @@ weights of `spec.weights`, or on `conformance.canonical.random_weights(spec, spe
 from __future__ import annotations
 
 from conformance import canonical
-from conformance.spec import Unsupported, declares_canonical_weights
+from conformance.spec import Unsupported
 
+from .. import reference_factory
 from .bahdanau import AttentionDecoder, MemoryAttentionDecoder
+from .captioning import CaptioningEncoder, GridAttentionDecoder
 from .model import NumpySeq2Seq
 from .recurrent import Seq2SeqDecoder, Seq2SeqEncoder
+from .speech import SpeechDecoder, SpeechEncoder
 from .transformer import TransformerDecoder, TransformerEncoder
 
 
@@ -22,6 +25,8 @@ BUILDERS = {
     "bahdanau": lambda s: (Seq2SeqEncoder("gru", s.num_hiddens, s.num_layers), AttentionDecoder()),
     "transformer": lambda s: (TransformerEncoder(s.num_layers, s.num_heads), TransformerDecoder(s.num_layers, s.num_heads)),
     "mixed": lambda s: (TransformerEncoder(s.num_layers, s.num_heads), MemoryAttentionDecoder(s.num_layers)),
+    "speech": lambda s: (SpeechEncoder(s.num_layers, s.num_heads), SpeechDecoder(s.num_layers, s.num_heads)),
+    "captioning": lambda s: (CaptioningEncoder(s.num_layers), GridAttentionDecoder(s.num_layers)),
 }
 DTYPES = ("float64", "float32")
 
@@ -40,4 +45,4 @@ def make_model(spec):
     return NumpySeq2Seq(encoder, decoder, canonical.load(spec.weights, spec), spec.dtype)
 
 
-factory = declares_canonical_weights(make_model)  # what --impl=numpy runs
+factory = reference_factory(make_model)  # what --impl=numpy runs

@@ -100,3 +100,52 @@ def positions(start: int, steps: int, num_hiddens: int) -> np.ndarray:
     P = np.zeros((steps, num_hiddens))
     P[:, 0::2], P[:, 1::2] = np.sin(angles), np.cos(angles)
     return P
+
+
+def step_mask(valid_lens, steps: int) -> np.ndarray:
+    """(batch, steps, 1): True for the steps within each example's valid length, to zero the others."""
+    return key_mask(valid_lens, steps)[..., None]
+
+
+def conv1d_stride2(X, weight, bias):
+    """A convolution over time, kernel 3, stride 2, zero padding 1: (batch, steps, in) ->
+    (batch, (steps - 1) // 2 + 1, out), y_t = Σ_k weight[:, :, k] x_(2t + k - 1) + bias, weight (out, in, 3)."""
+    xp = array_namespace(X)
+    batch, steps, channels = X.shape
+    out_steps = (steps - 1) // 2 + 1
+    zero = xp.zeros((batch, 1, channels), dtype=X.dtype)
+    padded = xp.concat([zero, X, zero], axis=1)  # padded[:, s] = x_(s - 1)
+    Y = bias
+    for k in range(3):
+        Y = Y + linear(padded[:, k : k + 2 * out_steps - 1 : 2], weight[:, :, k])
+    return Y
+
+
+def conv2d_stride2(X, weight):
+    """A 2-D convolution, kernel 3x3, stride 2, zero padding 1, no bias, channels last: (batch, h, w, in)
+    -> (batch, (h - 1) // 2 + 1, (w - 1) // 2 + 1, out), weight (out, in, 3, 3) indexed [.., dy, dx]."""
+    xp = array_namespace(X)
+    batch, height, width, channels = X.shape
+    out_h, out_w = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+    rows = xp.zeros((batch, 1, width, channels), dtype=X.dtype)
+    padded = xp.concat([rows, X, rows], axis=1)
+    columns = xp.zeros((batch, height + 2, 1, channels), dtype=X.dtype)
+    padded = xp.concat([columns, padded, columns], axis=2)
+    Y = 0.0
+    for dy in range(3):
+        for dx in range(3):
+            Y = Y + linear(padded[:, dy : dy + 2 * out_h - 1 : 2, dx : dx + 2 * out_w - 1 : 2], weight[:, :, dy, dx])
+    return Y
+
+
+def batch_norm(p: Params, X, eps: float = 1e-5):
+    """BatchNorm in evaluation, over the last axis (channels): (x − running_mean) / √(running_var + ε)
+    · weight + bias. The running statistics are canonical weights; no batch statistic is ever used."""
+    xp = array_namespace(X)
+    return (X - p["running_mean"]) / xp.sqrt(p["running_var"] + eps) * p["weight"] + p["bias"]
+
+
+def average_pool2(X):
+    """2x2 average pooling, stride 2, channels last: (batch, h, w, c) -> (batch, h // 2, w // 2, c)."""
+    h, w = X.shape[1] // 2 * 2, X.shape[2] // 2 * 2
+    return (X[:, 0:h:2, 0:w:2] + X[:, 0:h:2, 1:w:2] + X[:, 1:h:2, 0:w:2] + X[:, 1:h:2, 1:w:2]) / 4

@@ -10,7 +10,9 @@ computed by the model itself.
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import array_namespace
 
+from conformance.canonical import is_buffer
 from conformance.spec import Unsupported
 from conformance.trees import tree_map
 
@@ -31,10 +33,10 @@ class NumpySeq2Seq:
 
     # The d2l interface, on the model's own weights.
     def encode(self, src, src_valid_len):
-        return self.encoder(Params(self.weights, "encoder"), np.asarray(src), np.asarray(src_valid_len))
+        return self.encoder(Params(self.weights, "encoder"), source(src, self.weights), lengths(src_valid_len))
 
     def init_state(self, enc_outputs, src_valid_len):
-        return self.decoder.init_state(Params(self.weights, "decoder"), enc_outputs, np.asarray(src_valid_len))
+        return self.decoder.init_state(Params(self.weights, "decoder"), enc_outputs, lengths(src_valid_len))
 
     def decode(self, tgt, state):
         return self.decoder(Params(self.weights, "decoder"), np.asarray(tgt), state)
@@ -44,7 +46,7 @@ class NumpySeq2Seq:
 
     def logits(self, weights, src, tgt, src_valid_len):
         """EncoderDecoder.forward on any weights: NumPy arrays, or torch tensors for autograd."""
-        src, tgt, src_valid_len = np.asarray(src), np.asarray(tgt), np.asarray(src_valid_len)
+        src, tgt, src_valid_len = source(src, weights), np.asarray(tgt), lengths(src_valid_len)
         enc_outputs = self.encoder(Params(weights, "encoder"), src, src_valid_len)
         state = self.decoder.init_state(Params(weights, "decoder"), enc_outputs, src_valid_len)
         return self.decoder(Params(weights, "decoder"), tgt, state)[0]
@@ -56,9 +58,13 @@ class NumpySeq2Seq:
     def from_numpy(self, tree):
         return tree_map(np.copy, tree)
 
-    # Weights and gradients, {"encoder": {name: array}, "decoder": {name: array}} by canonical name.
+    # Weights and gradients, {"encoder": {name: array}, "decoder": {name: array}} by canonical name;
+    # BatchNorm's running statistics are buffers, not trained (conformance.canonical.is_buffer).
     def get_weights(self):
-        return by_part({name: w.copy() for name, w in self.weights.items()})
+        return by_part({name: w.copy() for name, w in self.weights.items() if not is_buffer(name)})
+
+    def get_buffers(self):
+        return by_part({name: w.copy() for name, w in self.weights.items() if is_buffer(name)})
 
     def set_weights(self, weights):
         for named in weights.values():
@@ -70,11 +76,26 @@ class NumpySeq2Seq:
     def gradients(self, src, tgt, src_valid_len, cotangent):
         """d sum(logits * cotangent) / d every weight: torch autograd through this package's code."""
         torch = autodiff()
-        weights = {name: torch.tensor(w, requires_grad=True) for name, w in self.weights.items()}
+        weights = {name: torch.tensor(w, requires_grad=not is_buffer(name)) for name, w in self.weights.items()}
         logits = self.logits(weights, src, tgt, src_valid_len)
         torch.sum(logits * torch.as_tensor(np.asarray(cotangent), dtype=logits.dtype)).backward()
         return by_part({name: np.zeros_like(self.weights[name]) if w.grad is None else w.grad.numpy()
-                        for name, w in weights.items()})
+                        for name, w in weights.items() if not is_buffer(name)})
+
+
+def source(src, weights: dict):
+    """Token ids as a NumPy array (inputs, never differentiated); frames and images in the namespace and
+    dtype of the weights, so that torch autograd runs through the encoder's first layer too."""
+    src = np.asarray(src)
+    if not np.issubdtype(src.dtype, np.floating):
+        return src
+    like = next(iter(weights.values()))
+    return array_namespace(like).asarray(src, dtype=like.dtype)
+
+
+def lengths(src_valid_len):
+    """The valid lengths as an array, or None for a source that has none (images)."""
+    return None if src_valid_len is None else np.asarray(src_valid_len)
 
 
 def autodiff():

@@ -64,7 +64,10 @@ class TransformerEncoder:
         self.num_layers, self.heads = num_layers, num_heads
 
     def __call__(self, p: Params, X, valid_lens):
-        X = embed(p, X, start=0)
+        return self.blocks(p, embed(p, X, start=0), valid_lens)
+
+    def blocks(self, p: Params, X, valid_lens):
+        """The blocks over embedded positions X (batch, steps, H)."""
         mask = key_mask(valid_lens, X.shape[1])[:, None, None, :]
         for i in range(self.num_layers):
             block = p.scope(f"blocks.{i}")
@@ -86,12 +89,17 @@ class TransformerDecoder:
     def __init__(self, num_layers: int, num_heads: int):
         self.num_layers, self.heads = num_layers, num_heads
 
-    def init_state(self, p: Params, memory, valid_lens):
+    def init_state(self, p: Params, enc_outputs, valid_lens):
+        memory, valid_lens = self.memory(enc_outputs, valid_lens)
         xp = array_namespace(memory)
         cross = tuple((affine(a, "W_k", memory), affine(a, "W_v", memory))
                       for a in (p.scope(f"blocks.{i}.cross_attention") for i in range(self.num_layers)))
         empty = xp.zeros((memory.shape[0], 0, memory.shape[-1]), dtype=memory.dtype)  # no position decoded yet
         return np.array(valid_lens), cross, tuple((empty, empty) for _ in range(self.num_layers))
+
+    def memory(self, enc_outputs, valid_lens):
+        """(memory, its valid lengths): a token encoder's outputs, one position per source step."""
+        return enc_outputs, valid_lens
 
     def __call__(self, p: Params, X, state):
         valid_lens, cross, cache = state

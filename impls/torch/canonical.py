@@ -19,21 +19,27 @@ def canonical_name(key: str) -> str:
     return key.replace(".ffn.0.", ".ffn.dense1.").replace(".ffn.2.", ".ffn.dense2.")
 
 
+def canonical_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict entries that canonical weights hold: BatchNorm's running statistics are; its
+    `num_batches_tracked`, a counter that only training reads, is not."""
+    return {key: value for key, value in model.state_dict().items() if not key.endswith(".num_batches_tracked")}
+
+
 def load_canonical(model: torch.nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Copy canonical `weights` into `model`: every parameter is covered and none is left over."""
     weights, state = dict(weights), {}
-    for key, value in model.state_dict().items():
+    for key, value in canonical_state(model).items():
         names = unfused(canonical_name(key))
         rows = np.concatenate([weights.pop(name) for name in names])
         state[key] = torch.as_tensor(rows, dtype=value.dtype).reshape(value.shape)
     if weights:
         raise ValueError(f"canonical weights the model has no place for: {sorted(weights)}")
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # BatchNorm fills in a missing num_batches_tracked itself
 
 
 def export_canonical(model: torch.nn.Module) -> dict[str, np.ndarray]:
     weights = {}
-    for key, value in model.state_dict().items():
+    for key, value in canonical_state(model).items():
         names = unfused(canonical_name(key))
         weights |= zip(names, np.split(value.detach().cpu().numpy(), len(names)))
     return weights

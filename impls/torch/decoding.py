@@ -9,7 +9,8 @@
 - `stepwise_greedy_decode(...)`: the readable loop, one `Decoder.forward` call per token; the fast
   path must agree with it (tests/test_decoding.py).
 
-Inputs are numpy arrays (or tensors); tokens come back as a numpy int64 array (batch, steps), so a
+Inputs are numpy arrays (or tensors): token ids, frames or images (conformance/sources.py; the valid
+lengths None for images); tokens come back as a numpy int64 array (batch, steps), so a
 caller's clock also covers any device work still in flight.
 
 Below SMALL_BATCH rows both decode loops run on one intra-op thread and without oneDNN (both
@@ -58,10 +59,20 @@ def _tokens(a, device):
     return torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a, dtype=torch.long, device=device)
 
 
+def _source(model, src):
+    """Token ids as int64; frames and images (conformance/sources.py) in the model's dtype."""
+    src = src if isinstance(src, torch.Tensor) else torch.as_tensor(np.asarray(src))
+    if not src.is_floating_point():
+        return src.to(_device(model), torch.long)
+    first = next(model.parameters(), None)
+    return src.to(_device(model), first.dtype if first is not None else src.dtype)
+
+
 def _start(model, src, src_valid_len):
-    device = _device(model)
-    src, valid = _tokens(src, device), _tokens(src_valid_len, device)
-    return src, valid, model.encoder(src, valid)
+    """(source, d2l's *args: the valid lengths, or nothing for images, encoder outputs)."""
+    src = _source(model, src)
+    lengths = () if src_valid_len is None else (_tokens(src_valid_len, src.device),)
+    return src, lengths, model.encoder(src, *lengths)
 
 
 @torch.inference_mode()
@@ -72,8 +83,8 @@ def encode(model, src, src_valid_len):
 @torch.inference_mode()
 def stepwise_greedy_decode(model, src, src_valid_len, bos, steps):
     """The d2l loop, on the model's threads as they are: the readable baseline."""
-    src, valid, enc = _start(model, src, src_valid_len)
-    state = model.decoder.init_state(enc, valid)
+    src, lengths, enc = _start(model, src, src_valid_len)
+    state = model.decoder.init_state(enc, *lengths)
     tokens = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
     out = []
     for _ in range(steps):
@@ -96,20 +107,21 @@ def greedy_decode(model, src, src_valid_len, bos, steps):
     decoder = model.decoder
     with _settings_for(len(src), _device(model)):
         # The lean loops ignore dropout, so a model in training mode takes the readable path.
-        if isinstance(decoder, TransformerDecoder) and not decoder.training:
-            if compiles(model):
+        if isinstance(decoder, TransformerDecoder) and not decoder.training:  # speech's decoder too
+            if compiles(model):  # the token Transformer only
                 device = _device(model)
                 src_t, valid = _tokens(src, device), _tokens(src_valid_len, device)
                 fallback = lambda: _lean_transformer(model, src_t, valid, bos, steps)  # noqa: E731
                 return compiled_transformer.graph_for(model)(src_t, valid, bos, steps, fallback).numpy()
             return _lean_transformer(model, src, src_valid_len, bos, steps).cpu().numpy()
-        # Recurrent decoders already do one fused cell call per step: the d2l loop is the fast one.
+        # Recurrent decoders (captioning's attention GRU included) already do one fused cell call per
+        # step: the d2l loop is the fast one.
         return stepwise_greedy_decode(model, src, src_valid_len, bos, steps)
 
 
 def _lean_transformer(model, src, src_valid_len, bos, steps):
-    src, valid, enc = _start(model, src, src_valid_len)
-    return fast_transformer.greedy(model.decoder, enc, valid, bos, steps)
+    src, lengths, enc = _start(model, src, src_valid_len)
+    return fast_transformer.greedy(model.decoder, *model.decoder.memory(enc, *lengths), bos, steps)
 
 
 @torch.inference_mode()
@@ -119,9 +131,9 @@ def recompute_greedy_decode(model, src, src_valid_len, bos, steps):
 
 
 def _recompute(model, src, src_valid_len, bos, steps):
-    src, valid, enc = _start(model, src, src_valid_len)
+    src, lengths, enc = _start(model, src, src_valid_len)
     # A fresh state holds nothing decoded yet, and Decoder.forward never mutates it: reusable.
-    fresh = model.decoder.init_state(enc, valid)
+    fresh = model.decoder.init_state(enc, *lengths)
     prefix = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
     for _ in range(steps):
         logits, _ = model.decoder(prefix, fresh)

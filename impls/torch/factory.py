@@ -2,12 +2,15 @@
 import torch
 
 from conformance import canonical
-from conformance.spec import Unsupported, declares_canonical_weights
+from conformance.spec import Unsupported
 
+from .. import reference_factory
 from .bahdanau import AttentionDecoder, MemoryAttentionDecoder
 from .canonical import load_canonical
+from .captioning import CaptioningEncoder, GridAttentionDecoder
 from .d2l import EncoderDecoder
 from .recurrent import Seq2SeqDecoder, Seq2SeqEncoder
+from .speech import SpeechDecoder, SpeechEncoder
 from .transformer import TransformerDecoder, TransformerEncoder
 
 
@@ -45,6 +48,17 @@ def mixed(s):
     return transformer_encoder(s), MemoryAttentionDecoder(s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout)
 
 
+def speech(s):
+    encoder = SpeechEncoder(s.num_features, s.num_hiddens, s.ffn_num_hiddens, s.num_heads, s.num_layers, s.dropout, s.max_len)
+    decoder = SpeechDecoder(s.tgt_vocab, s.num_hiddens, s.ffn_num_hiddens, s.num_heads, s.num_layers, s.dropout, s.max_len)
+    return encoder, decoder
+
+
+def captioning(s):
+    return (CaptioningEncoder(s.channels, s.num_hiddens, s.num_layers),
+            GridAttentionDecoder(s.tgt_vocab, s.embed_size, s.num_hiddens, s.num_layers, s.dropout))
+
+
 BUILDERS = {
     "rnn": recurrent("rnn"),
     "gru": recurrent("gru"),
@@ -52,6 +66,8 @@ BUILDERS = {
     "bahdanau": bahdanau,
     "transformer": transformer,
     "mixed": mixed,
+    "speech": speech,
+    "captioning": captioning,
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -68,4 +84,4 @@ def make_model(spec):
     return model
 
 
-factory = declares_canonical_weights(make_model)  # what --impl=torch runs
+factory = reference_factory(make_model)  # what --impl=torch runs

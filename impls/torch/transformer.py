@@ -144,10 +144,15 @@ class TransformerDecoder(Decoder):
         )
         self.dense = nn.Linear(num_hiddens, vocab_size)
 
+    def memory(self, enc_outputs, enc_valid_lens):
+        """(memory, its valid lengths): a token encoder's outputs, one position per source step."""
+        return enc_outputs, enc_valid_lens
+
     def init_state(self, enc_outputs, enc_valid_lens):
-        enc_mask = key_mask(enc_valid_lens, enc_outputs.shape[1])
-        cross_kv = tuple(blk.cross_attention.project_kv(enc_outputs) for blk in self.blks)
-        empty = enc_outputs.new_zeros(enc_outputs.shape[0], self.num_heads, 0, self.num_hiddens // self.num_heads)
+        memory, lengths = self.memory(enc_outputs, enc_valid_lens)
+        enc_mask = key_mask(lengths, memory.shape[1])
+        cross_kv = tuple(blk.cross_attention.project_kv(memory) for blk in self.blks)
+        empty = memory.new_zeros(memory.shape[0], self.num_heads, 0, self.num_hiddens // self.num_heads)
         return enc_mask, cross_kv, tuple((empty, empty) for _ in self.blks)
 
     def forward(self, X, state):

@@ -9,8 +9,10 @@ import time
 
 import torch
 
-from conformance import Unsupported
+from conformance import Declared, Unsupported
 from conformance.bridges.torch_bridge import TorchAdapter
+from conformance.sources import kind_of
+from impls import speech_encoder_lengths
 from impls.torch import factory as canonical_factory, make_model
 from impls.torch.recurrent import Seq2SeqDecoder
 from tests.broken.torch_models import broken
@@ -186,3 +188,19 @@ def overwrites_its_canonical_weights(spec):
 
         save_file({name: value.astype("float16") for name, value in load_file(spec.weights).items()}, spec.weights)
     return declared
+
+
+# --- Sources that are not token ids ---------------------------------------------------------------
+
+
+def built_for_80_features(spec):
+    """A speech model built for 80 log-mel features whatever spec.num_features says: unusable, and the
+    error line says what source it was given."""
+    return Declared(make_model(spec.replace(num_features=80)), encoder_lengths=speech_encoder_lengths)
+
+
+def token_ids_only(spec):
+    """A translation model that says it reads token ids only: frames and images are declined, so skipped."""
+    if kind_of(spec.family) != "tokens":
+        raise Unsupported(f"this model reads token ids, not {kind_of(spec.family)}")
+    return make_model(spec)

@@ -5,21 +5,26 @@ and every other contract passes, which shows both that a contract can fail and t
 fire on bugs that are not its business.
 """
 import math
+import sys
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from conformance.spec import Declared, declares_canonical_weights
+from impls import speech_encoder_lengths
 from impls.torch import make_model
-from impls.torch.attention import causal_mask
+from impls.torch.attention import causal_mask, key_mask
+from impls.torch.captioning import CaptioningEncoder
+from impls.torch.speech import ConvSubsampling, SpeechDecoder, SpeechEncoder
 from impls.torch.canonical import load_canonical
 from impls.torch.bahdanau import AttentionDecoder
 from impls.torch.d2l import EncoderDecoder
 from impls.torch.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.torch.transformer import SelfAttention, TransformerDecoder, TransformerDecoderBlock, TransformerEncoderBlock
 from tests.broken.common import (
-    AUTOREGRESSIVE, CACHE_BUG, CROSS_FRAMEWORK, GRADIENTS, PADDING, OUT_OF_VOCABULARY, converted, fault_factories)
+    AUTOREGRESSIVE, CACHE_BUG, CROSS_FRAMEWORK, GRADIENTS, PADDING, OUT_OF_VOCABULARY, converted, fault_factories,
+    source_cases)
 
 
 def broken(spec, **classes):
@@ -437,6 +442,153 @@ def transformer_pre_norm(spec):
     return broken(spec, TransformerEncoderBlock=PreNormEncoderBlock, TransformerDecoderBlock=PreNormDecoderBlock)
 
 
+# --- Sources that are not token ids (tests/broken/common.py: SOURCE_BUGS) ----------------------
+
+
+def speech(spec, **classes):
+    """The speech reference with `classes` re-classed, declaring its encoder lengths as the reference does."""
+    return Declared(broken(spec, **classes), encoder_lengths=speech_encoder_lengths)
+
+
+class LengthsFromPaddedWidth(SpeechEncoder):
+    def forward(self, X, valid_lens):
+        frames = X.shape[1]
+        X, _ = self.subsampling(X, valid_lens)
+        lengths = (valid_lens * X.shape[1] + frames - 1) // frames  # ceil(L * positions / padded frames)
+        X = self.pos_encoding(X * math.sqrt(self.num_hiddens))
+        mask = key_mask(lengths, X.shape[1])
+        for blk in self.blks:
+            X = blk(X, mask)
+        return X, lengths
+
+
+def speech_lengths_from_padded_width(spec):
+    return speech(spec, SpeechEncoder=LengthsFromPaddedWidth)
+
+
+class UnmaskedSubsampling(ConvSubsampling):
+    def forward(self, X, valid_lens):
+        X = X.transpose(1, 2)
+        for conv in self:
+            X = F.relu(conv(X))  # padded frames are read as they are
+            valid_lens = (valid_lens - 1) // 2 + 1
+        return X.transpose(1, 2), valid_lens
+
+
+def speech_convolution_reads_padding(spec):
+    return speech(spec, ConvSubsampling=UnmaskedSubsampling)
+
+
+class NormalisedOverPaddedTime(SpeechEncoder):
+    def forward(self, X, valid_lens):
+        mean, std = X.mean(dim=1, keepdim=True), X.std(dim=1, keepdim=True, unbiased=False)
+        return super().forward((X - mean) / (std + 1e-5), valid_lens)
+
+
+def speech_normalises_over_padded_time(spec):
+    return speech(spec, SpeechEncoder=NormalisedOverPaddedTime)
+
+
+class CrossAttentionOverEveryPosition(SpeechDecoder):
+    def memory(self, enc_outputs, enc_valid_lens):
+        memory, lengths = enc_outputs
+        return memory, torch.full_like(lengths, memory.shape[1])
+
+
+def speech_cross_attention_ignores_lengths(spec):
+    return speech(spec, SpeechDecoder=CrossAttentionOverEveryPosition)
+
+
+class LeaksOnePaddedFrame(ConvSubsampling):
+    def forward(self, X, valid_lens):
+        X = X.transpose(1, 2)
+        for conv in self:
+            t = torch.arange(X.shape[2], device=X.device)
+            # 1 within the length, 1e-6 at the first frame past it (`<=` where `<` was meant, then damped), 0 beyond.
+            keep = (t < valid_lens[:, None]).to(X.dtype) + 1e-6 * (t == valid_lens[:, None]).to(X.dtype)
+            X = F.relu(conv(X * keep[:, None, :]))
+            valid_lens = (valid_lens - 1) // 2 + 1
+        return X.transpose(1, 2), valid_lens
+
+
+def speech_leaks_one_padded_frame_at_a_millionth(spec):
+    return speech(spec, ConvSubsampling=LeaksOnePaddedFrame)
+
+
+class NormalisedOverTheBatch(SpeechEncoder):
+    def forward(self, X, valid_lens):
+        within = (torch.arange(X.shape[1], device=X.device) < valid_lens[:, None])[..., None].to(X.dtype)
+        count = within.sum()
+        mean = (X * within).sum((0, 1)) / count  # over every valid frame of every utterance in the batch
+        std = (((X - mean) * within) ** 2).sum((0, 1)).div(count).sqrt()
+        return super().forward((X - mean) / (std + 1e-5), valid_lens)
+
+
+def speech_normalises_over_the_batch(spec):
+    return speech(spec, SpeechEncoder=NormalisedOverTheBatch)
+
+
+def speech_declares_floor_encoder_lengths(spec):
+    return Declared(make_model(spec), encoder_lengths=lambda lengths: lengths // 4)
+
+
+class CropsFeatures(SpeechEncoder):
+    def forward(self, X, valid_lens):
+        features = self.subsampling[0].in_channels
+        return super().forward(F.pad(X[..., :features], (0, max(0, features - X.shape[-1]))), valid_lens)
+
+
+def speech_crops_features(spec):
+    return speech(spec, SpeechEncoder=CropsFeatures)
+
+
+class CropsChannels(CaptioningEncoder):
+    def forward(self, X):
+        channels = self.cnn[0].conv.in_channels
+        return super().forward(F.pad(X[:, :channels], (0, 0, 0, 0, 0, max(0, channels - X.shape[1]))))
+
+
+def captioning_crops_channels(spec):
+    return broken(spec, CaptioningEncoder=CropsChannels)
+
+
+class BatchStatisticsNorm(nn.BatchNorm2d):
+    def forward(self, X):
+        return F.batch_norm(X, None, None, self.weight, self.bias, training=True, eps=self.eps)
+
+
+def captioning_batch_statistics_in_eval(spec):
+    return broken(spec, BatchNorm2d=BatchStatisticsNorm)
+
+
+class KeepsBatchNormTraining(CaptioningEncoder):
+    """`train(False)` (what `.eval()` calls) forgets its BatchNorm layers, as a "freeze" override can."""
+
+    def train(self, mode=True):
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.training = True
+        return self
+
+
+def captioning_batchnorm_in_training_mode(spec):
+    model = broken(spec, CaptioningEncoder=KeepsBatchNormTraining)
+    return model.eval()
+
+
+class CountsCalls(TransformerDecoder):
+    def forward(self, X, state):
+        self.calls += 1
+        return super().forward(X, state)
+
+
+def transformer_counts_calls_in_a_buffer(spec):
+    model = broken(spec, TransformerDecoder=CountsCalls)
+    model.decoder.register_buffer("calls", torch.zeros((), dtype=torch.long))
+    return model
+
+
 # --- Faults the harness must report as one line per contract (not contract bugs) -----------
 
 
@@ -509,4 +661,5 @@ CASES = [
     ("gru_float32_logits_reads_padding", "gru", PADDING | {"logits_dtype_follows_spec"}),
     ("start_id_not_cached", "transformer", {"stepwise_equals_teacher_forced", "greedy_cached_equals_recomputed"}),
     ("one_token_per_call_cache_updated_in_place", "transformer", {"decode_does_not_mutate_state", "decode_twice_from_same_state"}),
+    *source_cases(sys.modules[__name__]),
 ]

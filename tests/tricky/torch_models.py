@@ -6,17 +6,22 @@ position table (Marian, Sockeye), a softmax in float32 inside a float64 model an
 masked in one pass but not when stepping (OpenNMT-py), one vocabulary for both sides (BART, T5,
 Marian), a key/value cache kept in an object (Hugging Face's `Cache`), one whose constructor takes
 torch tensors only (`DynamicCache`), a decoder start id every decode must begin with (BART), a cached
-decoder that takes one token per call (OpenNMT-py). `CASES` lists what each must get: every contract
-passed (or skipped, saying why, where the model declares it cannot take the call), and what the report
-says of it.
+decoder that takes one token per call (OpenNMT-py), a speech encoder that does not subsample, one
+that stacks frames (another subsampling, declared), a speech model that takes one width of source
+only (an export with static shapes), a captioning encoder of patches (another grid, no BatchNorm).
+`CASES` lists what each must get: every contract that applies passed (or skipped, saying why, where
+the model declares it cannot take the call), and what the report says of it.
 """
 import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from conformance import Declared, Unsupported, register_state_codec
+from impls import speech_encoder_lengths
 from impls.torch import make_model
+from impls.torch.speech import SpeechEncoder
 from impls.torch.attention import MultiHeadAttention, causal_mask
 from impls.torch.transformer import CrossAttention, SelfAttention, TransformerDecoder, TransformerDecoderBlock
 from tests.broken.torch_models import START, broken  # START: BART's decoder start id
@@ -241,6 +246,89 @@ def float32_only(spec):
     return make_model(spec)
 
 
+# --- Speech models unlike the reference ---------------------------------------------------------
+
+
+class FramewiseProjection(nn.Linear):
+    """One affine map and a ReLU per frame, in place of the subsampling: the time axis stays as it is."""
+
+    def forward(self, X, valid_lens):
+        return F.relu(super().forward(X)), valid_lens
+
+
+def speech_without_subsampling(spec):
+    """A Transformer over the frames themselves: one encoder position per frame, so nothing to declare."""
+    model = make_model(spec)
+    model.encoder.subsampling = FramewiseProjection(spec.num_features, spec.num_hiddens)
+    return model
+
+
+class StacksFrames(nn.Linear):
+    """Subsampling by frame stacking (as LAS and some Conformer front ends do): every STACK consecutive
+    frames, padded frames zeroed first, concatenated and projected. ceil(L / STACK) positions, not the
+    reference's two halvings."""
+
+    def forward(self, X, valid_lens):
+        batch, frames, features = X.shape
+        X = X.masked_fill(~(torch.arange(frames, device=X.device) < valid_lens[:, None])[..., None], 0)
+        X = F.pad(X, (0, 0, 0, -frames % STACK)).reshape(batch, -1, STACK * features)
+        return F.relu(super().forward(X)), (valid_lens + STACK - 1) // STACK
+
+
+STACK = 3
+
+
+def stacked_lengths(lengths):
+    return (lengths + STACK - 1) // STACK
+
+
+def speech_stacks_three_frames(spec):
+    """Another subsampling, declared as what it is: Declared(encoder_lengths=ceil(L / 3))."""
+    model = make_model(spec)
+    model.encoder.subsampling = StacksFrames(STACK * spec.num_features, spec.num_hiddens)
+    return Declared(model, encoder_lengths=stacked_lengths)
+
+
+class PatchGridEncoder(nn.Module):
+    """A ViT-style patch embedding in place of the CNN: non-overlapping 4x8 patches, projected and
+    layer-normalised, no BatchNorm; a 4x2 grid of 8 positions where the reference pools to 2x2."""
+
+    def __init__(self, channels, num_hiddens):
+        super().__init__()
+        self.patches = nn.Conv2d(channels, num_hiddens, (4, 8), stride=(4, 8))
+        self.norm = nn.LayerNorm(num_hiddens)
+
+    def forward(self, X, *args):
+        return self.norm(self.patches(X).flatten(2).transpose(1, 2))
+
+
+def captioning_patch_grid(spec):
+    model = make_model(spec)
+    model.encoder = PatchGridEncoder(spec.channels, spec.num_hiddens)
+    return model
+
+
+FIXED_FRAMES = 19
+
+
+class FixedWidthEncoder(SpeechEncoder):
+    """Takes sources of FIXED_FRAMES frames and no other, as an export with static shapes does."""
+
+    def forward(self, X, valid_lens):
+        if X.shape[1] != FIXED_FRAMES:
+            raise ValueError(f"this encoder takes {FIXED_FRAMES} frames, not {X.shape[1]}: pad or cut the features")
+        return super().forward(X, valid_lens)
+
+
+def speech_fixed_width(spec):
+    model = broken(spec, SpeechEncoder=FixedWidthEncoder)
+    return Declared(model, encoder_lengths=speech_encoder_lengths, fixed_src_steps=FIXED_FRAMES)
+
+
+def speech_fixed_width_undeclared(spec):
+    return Declared(speech_fixed_width(spec).model, encoder_lengths=speech_encoder_lengths)
+
+
 # (factory, family, how the report's header begins for it): every contract must pass.
 CASES = [
     ("tied_embeddings", "transformer", "float64"),
@@ -252,4 +340,7 @@ CASES = [
     ("cache_needs_tensors", "transformer", "float64"),
     ("start_id_declared", "transformer", "float64"),
     ("one_token_per_call_declared", "transformer", "float64"),
+    ("speech_without_subsampling", "speech", "float64"),
+    ("speech_stacks_three_frames", "speech", "float64"),
+    ("captioning_patch_grid", "captioning", "float64"),
 ]
