@@ -169,7 +169,7 @@ def test_models_that_end_or_block_their_worker_are_named_with_how(pytester, repo
     locked twice in native code, which the watchdog ends as a hang: one run under pytest -n 2."""
     endings = {f: c for f, c in ENDINGS.items() if f != "segfaults_in_decoder"}
     impls = ",".join(f"{FAULTY}:{factory}" for factory in [*endings, "deadlocks_in_c"])
-    run = run_conformance(pytester, f"{impls},torch", "--family=gru", "-k", "stepwise or eval_calls", "--conformance-timeout=3",
+    run = run_conformance(pytester, f"{impls},torch", "--family=gru", "-k", "stepwise or eval_calls_agree", "--conformance-timeout=3",
                           workers=2)
     assert run.outcome.ret == 1
     assert set(run.verdicts("torch").values()) == {"passed"} and len(run.verdicts("torch")) == 8
@@ -201,7 +201,7 @@ def test_models_that_end_the_process_of_a_serial_run_fail_one_contract_each_and_
     line, and the run goes on in a new process: every contract has a verdict, and the run is red."""
     on_import = "tests.broken.crashes_on_import:make_model"  # a segfault as the module is imported
     impls = ",".join(f"{FAULTY}:{factory}" for factory in ENDINGS)
-    run = run_serially(pytester, f"{impls},{on_import},torch", "--family=gru", "-k", "stepwise or eval_calls")
+    run = run_serially(pytester, f"{impls},{on_import},torch", "--family=gru", "-k", "stepwise or eval_calls_agree")
     output = run.stdout + run.stderr
     assert run.returncode == 1, output[-3000:]
     report = report_of(pytester)
@@ -306,7 +306,7 @@ def test_crash_under_xdist_is_attributed_by_structure_whatever_the_impl_name(pyt
     matched to its contract through what the workers collected, never by parsing the node id. Before,
     `--impl=mödül:sëgv,torch` crashed ten workers and left a report that said everything passed."""
     crashing, working = "tests.broken.mödül:sëgv-[x]::y", "tests.broken.mödül:wörks-[x]::y"
-    run = run_conformance(pytester, f"{crashing},{working},torch", "--family=gru", "-k", "stepwise or eval_calls or logits_shape",
+    run = run_conformance(pytester, f"{crashing},{working},torch", "--family=gru", "-k", "stepwise or eval_calls_agree or logits_shape",
                           workers=2)
     assert run.outcome.ret == 1
     assert run.report["status"] == "finished" and len(run.report["results"]) == 3 * 9, "a verdict for every contract"

@@ -75,7 +75,8 @@ def test_a_disk_that_fills_up_mid_run_costs_the_report_not_the_verdicts(pytester
     warnings = [line for line in output.splitlines() if line.startswith("WARNING: cannot write the conformance report")]
     assert warnings == [f"WARNING: cannot write the conformance report {folder}/conformance: {problem}; the run goes on"], output[-3000:]
     assert f"ERROR: cannot write the conformance report {folder}/conformance: {problem}: no report was written" in output
-    assert "85 passed" in output and "INTERNALERROR" not in output and "Traceback" not in output
+    assert re.search(r"^\d+ passed(, \d+ skipped)? in ", output, re.M), "every contract has its verdict, none failed"
+    assert "INTERNALERROR" not in output and "Traceback" not in output
     left = output.rsplit("\n\n", 1)[-1].split() if limit is None else [p.name for p in folder.iterdir()]
     assert not [name for name in left if "partial" in name], left
 
@@ -125,7 +126,7 @@ def test_text_from_a_model_is_shown_as_text_in_every_format(pytester):
     backspaces): one readable line each, in the terminal (where only the suite's own colours remain)
     and in the JSON, Markdown and HTML reports."""
     hostile = "tests.broken.faulty:declines_with_hostile_text,tests.broken.faulty:raises_hostile_text"
-    run = run_conformance(pytester, hostile, "--family=gru,transformer", "-k", "eval_calls or stepwise", "-rs", "--color=yes")
+    run = run_conformance(pytester, hostile, "--family=gru,transformer", "-k", "eval_calls_agree or stepwise", "-rs", "--color=yes")
     assert run.outcome.ret == 1
     sequences = set(re.findall(r"\x1b[^a-zA-Z]*[a-zA-Z]?|[\x07\x08\x9b]", run.output))
     assert sequences and all(re.fullmatch(r"\x1b\[[0-9;]*m", s) for s in sequences), sequences - {s for s in sequences if s.endswith("m")}
