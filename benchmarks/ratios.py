@@ -11,7 +11,8 @@ falls on all of them alike; a pass's figure is each contender's median over its 
 taken within a pass, and the reported ratio is the median over passes.
 
 Tables:
-- peers: each backend's reference Transformer beside its peers (benchmarks/peers_<backend>.py) at
+- peers: each backend's reference Transformer (and torch's speech model) beside its peers
+  (benchmarks/peers_<backend>.py: Hugging Face BART, CTranslate2, keras-hub, gluonnlp; Speech2Text) at
   PEER_STEPS (32) tokens, with the targets of PEER_TARGETS, and beside its floor where one is defined
   (peers_torch.FLOOR: the decode's matrix products alone);
 - loops: every backend and family, the interface loop compiled (as a deployed model runs it:
@@ -92,17 +93,18 @@ def compare(table, backend, family, fns, fast, slow, batch, steps, target, passe
 def peer_rows(backends, passes, calls):
     """The reference against each peer in turn, one pair per rotation: a peer's own thread pool
     (CTranslate2 bundles a second OpenMP runtime whose idle threads spin) then slows only the pair
-    it is in, and the target pair is never measured beside a third party."""
-    for backend in backends:
+    it is in, and the target pair is never measured beside a third party. Every family with peers
+    (the Transformer's; speech's Speech2Text for torch); the floor is the Transformer's."""
+    for backend, family in ((b, f) for b in backends for f in W.FAMILIES if peers(b, f)):
         targets = PEER_TARGETS.get(backend, {})
         for batch in W.BATCHES:
             try:
-                ours = reference(backend, "transformer", "cached", batch, W.PEER_STEPS)
+                ours = reference(backend, family, "cached", batch, W.PEER_STEPS)
             except Unavailable as exc:
-                print(f"skip {backend} peers: {exc}")
+                print(f"skip {backend} {family} peers: {exc}")
                 break
-            bound = floor(backend)
-            contenders = {**peers(backend), **({bound[0]: bound[1:]} if bound else {})}
+            bound = floor(backend) if family == "transformer" else None
+            contenders = {**peers(backend, family), **({bound[0]: bound[1:]} if bound else {})}
             for name, (label, build) in contenders.items():
                 target = targets.get(name, {}).get(batch)
                 start = time.perf_counter()
@@ -113,7 +115,7 @@ def peer_rows(backends, passes, calls):
                     print(f"skip {name}{f' (target {target}x not measured)' if target else ''}: {exc}")
                     continue
                 setup = {"reference": ours.warmup_seconds, name: time.perf_counter() - start}
-                yield compare("peers", backend, "transformer", {"reference": ours, name: theirs}, "reference", name,
+                yield compare("peers", backend, family, {"reference": ours, name: theirs}, "reference", name,
                               batch, W.PEER_STEPS, target, passes, calls, setup)
 
 
@@ -161,7 +163,7 @@ def length_rows(backends, passes, calls):
                 except Unavailable as exc:
                     print(f"skip {backend} {family}: {exc}")
                     break
-                src, valid = W.source(batch)
+                src, valid = W.source(batch, family)
                 fns["encode"] = lambda: encoder.encode(src, valid)
                 per_pass = interleaved(fns, passes, calls)
                 seconds = {n: statistics.median(p[n] for p in per_pass) for n in fns}

@@ -12,6 +12,7 @@ from conformance.spec import Unsupported
 
 from .. import reference_factory
 from ..torch import make_model as torch_model
+from ..torch.factory import BUILDERS  # noqa: F401  every family of the PyTorch reference is exported
 from .export import SOURCE_INPUT, export
 
 
