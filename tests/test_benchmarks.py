@@ -437,3 +437,14 @@ def test_pytest_benchmark_times_frames_and_images_through_both_loops(tmp_path):
     assert set(timed) == {(family, f"{loop} loop") for family in ("speech", "captioning")
                           for loop in ("interface-eager", "native")}
     assert all(b["stats"]["median"] > 0 and b["extra_info"]["tokens"] == 32 for b in timed.values())
+
+
+def test_the_gates_sides_decode_frames_and_images():
+    """The gate's paired processes (benchmarks/paired.py) draw the family's own source: the torch speech
+    and captioning references each build, warm up and answer timed pairs (the same commit on both sides)."""
+    pytest.importorskip("torch")
+    env = dict(outside_xdist(), PYTHONPATH=str(ROOT), BENCH_THREADS="1", BENCH_TIMER="process")
+    for family in ("speech", "captioning"):
+        result = paired.measure(paired.Case("torch", family, 1, "native", 4), {"base": env, "head": env}, ROOT,
+                                min_pairs=2, max_pairs=2, seconds=0.0, timeout=120)
+        assert result.status == "compared" and len(result.base) == len(result.head) == 2, (family, result.reason)
