@@ -57,8 +57,8 @@ class InterfaceLoop:
         return greedy_tokens(self.adapter, src, src_valid_len, bos, steps)
 
     def _compiled(self, src, src_valid_len, bos, steps):
-        return np.asarray(self.adapter.compiled_greedy_tokens(np.asarray(src), np.asarray(src_valid_len), int(bos),
-                                                              int(steps)), dtype=np.int64)
+        valid = None if src_valid_len is None else np.asarray(src_valid_len)  # images have no lengths
+        return np.asarray(self.adapter.compiled_greedy_tokens(np.asarray(src), valid, int(bos), int(steps)), dtype=np.int64)
 
     def _first_compiled(self, src, src_valid_len, bos, steps):
         try:

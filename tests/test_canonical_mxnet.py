@@ -14,7 +14,9 @@ from conformance.spec import FAMILIES, Declared, ModelSpec
 M = pytest.importorskip("impls.mxnet")
 mx = import_mxnet()
 from impls.mxnet.canonical import export_canonical, load_canonical  # noqa: E402
+from conformance.sources import kind_of  # noqa: E402
 from tests.conformance_run import family_params  # noqa: E402
+from tests.decoding_inputs import source  # noqa: E402
 
 STEPS = 10  # greedy tokens compared per example
 
@@ -30,13 +32,23 @@ def weight_files(tmp_path_factory):
     return files
 
 
-def batch(seed=3):
-    """Ragged valid lengths, a full one and a one-token one among them; target ids of every kind."""
+def batch(family, seed=3):
+    """The family's source (token ids with ragged valid lengths, a full one and a one-token one among
+    them; frames; images without lengths) and target ids of every kind."""
     rng = np.random.default_rng(seed)
-    spec = ModelSpec("rnn")
-    src = rng.integers(0, spec.src_vocab, (5, 7))
+    spec = ModelSpec(family)
     tgt = rng.integers(0, spec.tgt_vocab, (5, 6))
-    return src, tgt, np.array([7, 3, 1, 5, 2])
+    if kind_of(family) != "tokens":
+        src, valid = source(batch=5, seed=seed, family=family)
+        return src, tgt, valid
+    return rng.integers(0, spec.src_vocab, (5, 7)), tgt, np.array([7, 3, 1, 5, 2])
+
+
+def mx_inputs(model, src, tgt, valid):
+    """d2l's (enc_X, dec_X, *args) as MXNet arrays: float sources in the model's dtype, no lengths for images."""
+    dtype = next(iter(model.collect_params().values())).dtype
+    enc_X = mx.np.array(src, dtype=dtype if np.issubdtype(src.dtype, np.floating) else "int64")
+    return [enc_X, mx.np.array(tgt, dtype="int64")] + ([] if valid is None else [mx.np.array(valid, dtype="int64")])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -85,15 +97,15 @@ def test_graphs_already_run_see_weights_loaded_later(family, weight_files):
     graphs (static_alloc, traced on the old weights) compute with the new ones, like a fresh model."""
     spec = ModelSpec(family)
     model = M.make_model(spec)  # its own initialization, graphs built
-    src, tgt, valid = batch()
+    src, tgt, valid = batch(family)
     M.greedy_decode(model, src, valid, bos=1, steps=4)  # trace the fast path on the old weights
     load_canonical(model, canonical.load(weight_files[family], spec))
     fresh = M.make_model(spec.replace(weights=weight_files[family]))
     expected = M.stepwise_greedy_decode(fresh, src, valid, bos=1, steps=STEPS)
     np.testing.assert_array_equal(M.greedy_decode(model, src, valid, bos=1, steps=STEPS), expected)
     np.testing.assert_array_equal(M.stepwise_greedy_decode(model, src, valid, bos=1, steps=STEPS), expected)
-    inputs = [mx.np.array(a, dtype="int64") for a in (src, tgt, valid)]
-    np.testing.assert_array_equal(model(*inputs).asnumpy(), fresh(*inputs).asnumpy())
+    np.testing.assert_array_equal(model(*mx_inputs(model, src, tgt, valid)).asnumpy(),
+                                  fresh(*mx_inputs(fresh, src, tgt, valid)).asnumpy())
 
 
 # --- agreement with PyTorch ----------------------------------------------------------------------
@@ -110,9 +122,11 @@ def pair(family, dtype, weight_files):
 
 
 # Measured (this machine, MXNet 1.9.1, torch CPU) max|mx - torch| / max(1, max|torch|):
-#   float64: rnn 6.5e-16, gru 5.3e-16, lstm 3.3e-16, bahdanau 4.4e-16, transformer 6.5e-14, mixed 4.9e-14
-#   float32: rnn 2.6e-7, gru 1.6e-7, lstm 1.2e-7, bahdanau 2.3e-7, transformer 2.9e-7, mixed 3.2e-7
-# The Transformer families' float64 residue is MXNet's LayerNorm: its `eps` parameter is a C float,
+#   float64: rnn 6.5e-16, gru 5.3e-16, lstm 3.3e-16, bahdanau 4.4e-16, transformer 6.5e-14, mixed 4.9e-14,
+#            speech 6.9e-14, captioning 5.5e-16
+#   float32: rnn 2.6e-7, gru 1.6e-7, lstm 1.2e-7, bahdanau 2.3e-7, transformer 2.9e-7, mixed 3.2e-7,
+#            speech 3.5e-7, captioning 3.4e-7
+# The Transformer families' (speech's too) float64 residue is MXNet's LayerNorm: its `eps` parameter is a C float,
 # so it normalizes with float32(1e-5) = 9.99999975e-06, not 1e-5 (with PyTorch's eps set to that
 # value too, the difference falls to 9e-16). Both bounds leave an order of magnitude and more.
 BOUND = {"float64": 1e-12, "float32": 1e-5}
@@ -122,7 +136,7 @@ BOUND = {"float64": 1e-12, "float32": 1e-5}
 @pytest.mark.parametrize("family", family_params("mxnet"))
 def test_same_weights_give_torch_logits_and_tokens(family, dtype, weight_files):
     torch_model, mx_model = pair(family, dtype, weight_files)
-    src, tgt, valid = batch()
+    src, tgt, valid = batch(family)
     expected = torch_model.adapter.forward(src, tgt, valid)
     logits = mx_model.adapter.forward(src, tgt, valid)
     assert logits.dtype == np.dtype(dtype) and logits.shape == expected.shape

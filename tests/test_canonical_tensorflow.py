@@ -14,9 +14,11 @@ from conformance import canonical  # noqa: E402
 from conformance.assertions import relative_error  # noqa: E402
 from conformance.bridges import as_adapter  # noqa: E402
 from conformance.decoding import greedy_tokens  # noqa: E402
+from conformance.sources import kind_of  # noqa: E402
 from conformance.spec import FAMILIES, Declared, ModelSpec  # noqa: E402
 from impls.tensorflow.canonical import export_canonical, load_canonical  # noqa: E402
 from tests.conformance_run import family_params  # noqa: E402
+from tests.decoding_inputs import source  # noqa: E402
 
 ONE_BIAS = ("rnn", "lstm")  # Keras cells with one bias: bias_ih + bias_hh is what survives a round trip
 BOS, STEPS = 1, 12
@@ -35,10 +37,14 @@ def weights_file(tmp_path_factory):
 
 
 def batch(spec, seed=0):
-    """Six sources of 7 steps, four of them padded (valid lengths 7, 3, 5, 1, 7, 2), and 9 target steps."""
+    """Six sources, four of them padded, and 9 target steps: token sources of 7 steps (valid lengths 7,
+    3, 5, 1, 7, 2); frames 27 wide with lengths of their own, images (tests/decoding_inputs.py)."""
     rng = np.random.default_rng(seed)
-    src = rng.integers(0, spec.src_vocab, (6, 7))
-    return src, np.array([7, 3, 5, 1, 7, 2]), rng.integers(0, spec.tgt_vocab, (6, 9))
+    if kind_of(spec.family) == "tokens":
+        src, valid = rng.integers(0, spec.src_vocab, (6, 7)), np.array([7, 3, 5, 1, 7, 2])
+    else:
+        src, valid = source(batch=6, family=spec.family, seed=seed)
+    return src, valid, rng.integers(0, spec.tgt_vocab, (6, 9))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -11,20 +11,26 @@ from tests.decoding_inputs import source
 
 M = pytest.importorskip("impls.mxnet")
 
+from impls.mxnet.decoding import _stepper  # noqa: E402
 from tests.conformance_run import family_params  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=family_params("mxnet"))
 def family_model(request):
-    return M.make_model(ModelSpec(request.param))  # float64: ties cannot flip between summation orders
+    """(family, its reference in float64: ties cannot flip between summation orders)."""
+    return request.param, M.make_model(ModelSpec(request.param))
 
 
 def test_one_graph_serves_every_batch_and_length(family_model):
-    """The step graph is traced once per decoder: no batch size or decode length may be baked in."""
-    model, (src, valid) = family_model, source(batch=3, seed=1)
+    """Every family's greedy_decode runs a step graph, traced once per decoder: no batch size or decode
+    length may be baked in (nor, for speech, a number of encoder positions; images have no lengths)."""
+    family, model = family_model
+    assert _stepper(model.decoder) is not None, f"{family}: greedy_decode has no step graph, only the readable loop"
+    src, valid = source(batch=3, seed=1, family=family)
     for batch, steps in ((3, 9), (1, 4), (3, 2)):
-        expected = M.stepwise_greedy_decode(model, src[:batch], valid[:batch], bos=2, steps=steps)
-        np.testing.assert_array_equal(M.greedy_decode(model, src[:batch], valid[:batch], bos=2, steps=steps), expected)
+        lengths = None if valid is None else valid[:batch]
+        expected = M.stepwise_greedy_decode(model, src[:batch], lengths, bos=2, steps=steps)
+        np.testing.assert_array_equal(M.greedy_decode(model, src[:batch], lengths, bos=2, steps=steps), expected)
 
 
 def test_greedy_decode_leaves_the_d2l_path_alone():

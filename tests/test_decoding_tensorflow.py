@@ -1,6 +1,6 @@
 """TensorFlow's fast decoding paths: the preallocated-cache step of the XLA loop against Decoder.call,
-one trace per shape, and out-of-range inputs. That greedy_decode gives the stepwise tokens for every
-family is in test_decoding.py."""
+one trace per shape, out-of-range inputs, and images without lengths. That greedy_decode gives the
+stepwise tokens for every family, speech and captioning included, is in test_decoding.py."""
 import numpy as np
 import pytest
 
@@ -50,3 +50,15 @@ def test_steps_beyond_the_positional_table_raise():
     model = make_model(ModelSpec("transformer", dtype="float32", max_len=4))
     with pytest.raises(ValueError, match="max_len"):
         greedy_decode(model, *source(batch=1), bos=1, steps=5)
+
+
+def test_compiled_encoder_takes_images_without_lengths():
+    """Images have no valid lengths (conformance/sources.py): the XLA encoder is traced without them and
+    gives the eager encoder's grid."""
+    spec = ModelSpec("captioning")
+    model = make_model(spec)
+    images, valid = source(batch=2, family="captioning")
+    assert valid is None
+    grid = decoding.encode(model, images, None)
+    assert grid.shape == (2, 4, spec.num_hiddens)  # 16x16 images, two stride-2 blocks and a 2x2 pool: a 2x2 grid
+    np.testing.assert_allclose(grid, model.encoder(tf.constant(images)), rtol=1e-13, atol=1e-15)

@@ -167,7 +167,9 @@ class MXNetAdapter:
         with autograd.record(train_mode=False):
             logits = self._forward(src, tgt, src_valid_len)
             loss = (logits * self._array(cotangent, logits.dtype)).sum()
-        loss.backward()
+        # And backward in inference mode too: by default it runs in training mode, where BatchNorm's
+        # gradient is that of batch statistics while the forward pass read the running ones.
+        loss.backward(train_mode=False)
         return {part: {name: p.grad().asnumpy() for name, p in named.items()} for part, named in self.params.items()}
 
     def get_weights(self):

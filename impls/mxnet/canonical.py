@@ -15,6 +15,10 @@ count the blocks the process created before. The layouts already agree with the 
   9.99999975e-06, which moves float64 Transformer logits by ~1e-13 from an exact ε = 1e-5
   (tests/test_canonical_mxnet.py measures it against PyTorch).
 - The Bahdanau step block (`decoder.step`) holds the decoder's attention and GRU stack.
+- Convolution weights are (out, in, kernel...) as canonical; speech's sit in `subsampling.convs`.
+  BatchNorm's gamma/beta are canonical `norm.weight`/`.bias`, its running statistics load into
+  parameters that do not train (grad_req 'null'). Unlike layer_norm, MXNet's BatchNorm operator holds
+  ε as a double: captioning's float64 logits agree with PyTorch's to ~5e-16.
 """
 import re
 
@@ -36,6 +40,9 @@ RENAMES = (  # (pattern, replacement) on a block-tree path, in order
     (r"\.addnorm(\d)\.ln\.beta$", r".norm\1.bias"),
     (r"\.ffn\.0\.", ".ffn.dense1."),
     (r"\.ffn\.1\.", ".ffn.dense2."),
+    (r"\.subsampling\.convs\.", ".subsampling."),  # speech's convolutions sit in a container
+    (r"\.norm\.gamma$", ".norm.weight"),  # captioning's BatchNorm (running_mean, running_var as they are)
+    (r"\.norm\.beta$", ".norm.bias"),
 )
 
 
@@ -72,9 +79,20 @@ def load_canonical(model, weights: dict[str, np.ndarray]) -> None:
     if problems:
         raise ValueError("; ".join(problems))
     for path, param in parameters(model).items():
-        # set_data copies into the existing arrays (every context's), so a cached graph that holds
-        # them reads the new values; the source is cast to the parameter's dtype first.
-        param.set_data(mx.np.array(values[path], dtype=param.dtype, ctx=param.list_ctx()[0]))
+        write_in_place(param, values[path])
+
+
+def write_in_place(param, value: np.ndarray) -> None:
+    """Write `value`, cast to the parameter's dtype, into the parameter's existing arrays (every
+    context's), so a cached graph that holds them reads the new values.
+
+    Through an operator's output, not Parameter.set_data: on CPU, oneDNN reorders a float32 Conv1D
+    weight into its own layout in place at the first inference call, and set_data's copy (CopyFromTo)
+    then fails with `Check failed: to.IsDefaultData()`, asynchronously, at the next read. An operator
+    writing its output resets the array to the default layout first."""
+    for array in param.list_data():
+        source = mx.nd.array(value, dtype=param.dtype, ctx=array.ctx)
+        mx.nd.identity(source, out=array.as_nd_ndarray())
 
 
 def export_canonical(model) -> dict[str, np.ndarray]:

@@ -9,6 +9,8 @@
 - `stepwise_greedy_decode(...)`: the readable loop, one `Decoder.forward` call per token; the fast
   path must agree with it (tests/test_decoding_mxnet.py).
 
+Sources are token ids, frames or images (conformance/sources.py; the valid lengths None for images).
+
 MXNet's imperative calls cost tens of microseconds each, and `Decoder.forward` makes dozens per
 token (embedding range check with a host round-trip, positions, masks, one graph per block). The
 fast path runs one token as ONE cached graph, built from the decoder's own blocks (same weights),
@@ -47,10 +49,24 @@ def _tokens(a, ctx):
     return np.array(onp.asarray(a), dtype="int64", ctx=ctx)
 
 
+def _source(src, model, ctx):
+    """Token ids as int64; frames and images (conformance/sources.py) in the model's dtype."""
+    src = onp.asarray(src)
+    if not onp.issubdtype(src.dtype, onp.floating):
+        return _tokens(src, ctx)
+    params = list(model.collect_params().values())
+    return np.array(src, dtype=params[0].dtype if params else src.dtype, ctx=ctx)
+
+
 def _start(model, src, src_valid_len):
+    """(d2l's *args: the valid lengths, or nothing for images, encoder outputs)."""
     ctx = _ctx(model)
-    src, valid = _tokens(src, ctx), _tokens(src_valid_len, ctx)
-    return valid, model.encoder(src, valid)
+    lengths = () if src_valid_len is None else (_tokens(src_valid_len, ctx),)
+    return lengths, model.encoder(_source(src, model, ctx), *lengths)
+
+
+def _bos(src, bos, ctx, shape):
+    return np.full((len(src), *shape), bos, dtype="int64", ctx=ctx)
 
 
 def encode(model, src, src_valid_len):
@@ -60,9 +76,9 @@ def encode(model, src, src_valid_len):
 
 def stepwise_greedy_decode(model, src, src_valid_len, bos, steps):
     with autograd.pause():
-        valid, enc = _start(model, src, src_valid_len)
-        state = model.decoder.init_state(enc, valid)
-        tokens = np.full((valid.shape[0], 1), bos, dtype="int64", ctx=valid.ctx)
+        lengths, enc = _start(model, src, src_valid_len)
+        state = model.decoder.init_state(enc, *lengths)
+        tokens = _bos(src, bos, _ctx(model), (1,))
         out = []
         for _ in range(steps):
             logits, state = model.decoder(tokens, state)
@@ -79,10 +95,10 @@ def recompute_greedy_decode(model, src, src_valid_len, bos, steps):
         return _fast_decode(stepper, model, src, src_valid_len, bos, steps, recompute=True)
     # The Transformer: Decoder.forward over the whole prefix, one call per token.
     with autograd.pause():
-        valid, enc = _start(model, src, src_valid_len)
+        lengths, enc = _start(model, src, src_valid_len)
         # A fresh state holds nothing decoded yet, and Decoder.forward never mutates it: reusable.
-        fresh = model.decoder.init_state(enc, valid)
-        prefix = np.full((valid.shape[0], 1), bos, dtype="int64", ctx=valid.ctx)
+        fresh = model.decoder.init_state(enc, *lengths)
+        prefix = _bos(src, bos, _ctx(model), (1,))
         for _ in range(steps):
             logits, _ = model.decoder(prefix, fresh)
             prefix = np.concatenate((prefix, logits[:, -1].argmax(-1).reshape(-1, 1)), 1)
@@ -101,9 +117,8 @@ def _fast_decode(stepper, model, src, src_valid_len, bos, steps, **options):
     if not 0 <= bos < vocab_size:  # the step graphs skip TokenEmbedding's range check
         raise IndexError(f"token ids must lie in [0, {vocab_size}); got bos {bos}")
     with autograd.pause():
-        valid, enc = _start(model, src, src_valid_len)
-        tokens = np.full((valid.shape[0],), bos, dtype="int64", ctx=valid.ctx)
-        out = stepper.run(model.decoder, tokens, enc, valid, steps, **options)
+        lengths, enc = _start(model, src, src_valid_len)
+        out = stepper.run(model.decoder, _bos(src, bos, _ctx(model), ()), enc, lengths, steps, **options)
         # One stack and one host copy per call: the decode loop's only wait for the engine.
         return np.stack(out, axis=1).asnumpy().astype(onp.int64)
 
@@ -171,8 +186,9 @@ class _Step(_Graph):
 class _RecurrentStep(_Step):
     """A step graph whose state is a few arrays: tokens, *fixed inputs, *state -> tokens, *state."""
 
-    def run(self, decoder, tokens, enc_outputs, enc_valid_lens, steps, recompute=False):
-        fixed, initial = self.start(decoder, enc_outputs, enc_valid_lens)
+    def run(self, decoder, tokens, enc_outputs, lengths, steps, recompute=False):
+        """`lengths`: d2l's *args, the source valid lengths or nothing (images)."""
+        fixed, initial = self.start(decoder, enc_outputs, *lengths)
         prefix, state = [tokens], initial
         for _ in range(steps):
             if recompute:  # nothing carried over: the whole prefix again from the initial state
@@ -198,8 +214,8 @@ class RecurrentStep(_RecurrentStep):
         out, *hidden_state = self.rnn(x, *hidden_state)
         return (F.np.argmax(self.dense(out), axis=-1), *hidden_state)
 
-    def start(self, decoder, enc_outputs, enc_valid_lens):
-        context, hidden_state = decoder.init_state(enc_outputs, enc_valid_lens)
+    def start(self, decoder, enc_outputs, *lengths):
+        context, hidden_state = decoder.init_state(enc_outputs, *lengths)
         return (context,), self.rnn.as_tuple(hidden_state)
 
 
@@ -215,8 +231,9 @@ class AttentionStep(_RecurrentStep):
         out, hidden_state = self.step(self.embed(tokens), memory, keys, mask, hidden_state)
         return F.np.argmax(self.dense(out), axis=-1), hidden_state
 
-    def start(self, decoder, enc_outputs, enc_valid_lens):
-        *fixed, hidden_state = decoder.init_state(enc_outputs, enc_valid_lens)  # memory, keys, mask
+    def start(self, decoder, enc_outputs, *lengths):
+        # memory, keys, mask; captioning's decoder takes no lengths and attends over the whole grid.
+        *fixed, hidden_state = decoder.init_state(enc_outputs, *lengths)
         return fixed, (hidden_state,)
 
 
@@ -293,7 +310,8 @@ class TransformerStep(_Step):
         # (blocks, batch, heads, head_dim, 1) and (blocks, batch, heads, 1, head_dim): the caller writes them in.
         return F.np.argmax(logits, axis=-1), position + 1, F.np.stack(new_k), F.np.stack(new_v)
 
-    def run(self, decoder, tokens, memory, enc_valid_lens, steps):
+    def run(self, decoder, tokens, enc_outputs, lengths, steps):
+        memory, enc_valid_lens = decoder.memory(enc_outputs, *lengths)  # speech's: the subsampled lengths
         batch, ctx, dtype = tokens.shape[0], tokens.ctx, memory.dtype
         cross_kv = self.cross_keys_values(memory)
         blocks = len(self.blks)

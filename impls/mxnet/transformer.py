@@ -145,12 +145,17 @@ class TransformerDecoder(Decoder):
             self.blks.add(TransformerDecoderBlock(num_hiddens, ffn_num_hiddens, num_heads, dropout))
         self.dense = nn.Dense(vocab_size, flatten=False)
 
+    def memory(self, enc_outputs, enc_valid_lens):
+        """(memory, its valid lengths): a token encoder's outputs, one position per source step."""
+        return enc_outputs, enc_valid_lens
+
     def init_state(self, enc_outputs, enc_valid_lens):
-        batch_size, num_keys, _ = enc_outputs.shape
-        enc_mask = key_mask(enc_valid_lens, num_keys).reshape(batch_size, 1, 1, num_keys)
-        cross_kv = tuple(blk.cross_attention.project_kv(enc_outputs) for blk in self.blks)
+        memory, lengths = self.memory(enc_outputs, enc_valid_lens)
+        batch_size, num_keys, _ = memory.shape
+        enc_mask = key_mask(lengths, num_keys).reshape(batch_size, 1, 1, num_keys)
+        cross_kv = tuple(blk.cross_attention.project_kv(memory) for blk in self.blks)
         shape = (batch_size, self.num_heads, 0, self.num_hiddens // self.num_heads)
-        empty = np.zeros(shape, dtype=enc_outputs.dtype, ctx=enc_outputs.ctx)
+        empty = np.zeros(shape, dtype=memory.dtype, ctx=memory.ctx)
         return enc_mask, cross_kv, tuple((empty, empty) for _ in self.blks)
 
     def forward(self, X, state):

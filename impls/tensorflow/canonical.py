@@ -15,6 +15,10 @@ What differs from the canonical layout, and how each side is converted:
   not bit-identical in the split (and a float32 model rounds the sum once, to its dtype).
   LSTM gate blocks are i, f, c, o in both layouts.
 - LayerNormalization: gamma is the canonical weight, beta the bias.
+- Convolution kernels are (kernel, in, out) over time and (kh, kw, in, out) over images, where the
+  canonical weights are (out, in, kernel) and (out, in, kh, kw): their axes reversed, but for kh, kw.
+- BatchNormalization: gamma and beta as a layer norm's; moving_mean and moving_variance are the
+  canonical buffers running_mean and running_var.
 
 Variables are found by walking the model's layers by attribute (`encoder.blks.0.attention.W_qkv`),
 never by Keras' variable paths, whose layer names (`dense_17`) are numbered per process.
@@ -31,8 +35,12 @@ import numpy as np
 from .. import unfused  # the canonical names a fused Dense stacks, in order
 
 GRU_GATES = [1, 0, 2]  # Keras' z, r, h blocks from the canonical r, z, n ones, and back (its own inverse)
-LEAVES = (keras.layers.Embedding, keras.layers.Dense, keras.layers.LayerNormalization,
+LEAVES = (keras.layers.Embedding, keras.layers.Dense, keras.layers.LayerNormalization, keras.layers.BatchNormalization,
+          keras.layers.Conv1D, keras.layers.Conv2D,
           keras.layers.SimpleRNNCell, keras.layers.GRUCell, keras.layers.LSTMCell)
+# The canonical convolution weight's axes in the order Keras keeps them: (out, in, k) -> (k, in, out),
+# (out, in, kh, kw) -> (kh, kw, in, out).
+CONV_AXES = {1: (2, 1, 0), 2: (2, 3, 1, 0)}
 
 
 @dataclasses.dataclass
@@ -100,6 +108,17 @@ def slots(layer, path: str) -> list[Slot]:
         if not (layer.scale and layer.center):
             raise ValueError(f"{path}: a canonical layer norm has a gain and a bias")
         return [Slot(layer.gamma, [f"{prefix}.weight"], *identity), Slot(layer.beta, [f"{prefix}.bias"], *identity)]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        if not (layer.scale and layer.center):
+            raise ValueError(f"{path}: a canonical BatchNorm has a gain and a bias")
+        return [Slot(layer.gamma, [f"{prefix}.weight"], *identity), Slot(layer.beta, [f"{prefix}.bias"], *identity),
+                Slot(layer.moving_mean, [f"{prefix}.running_mean"], *identity),
+                Slot(layer.moving_variance, [f"{prefix}.running_var"], *identity)]
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        axes = CONV_AXES[layer.rank]
+        kernel = Slot(layer.kernel, [f"{prefix}.weight"], lambda parts: parts[0].transpose(axes),
+                      lambda kernel: [kernel.transpose(np.argsort(axes))])
+        return [kernel, Slot(layer.bias, [f"{prefix}.bias"], *identity)] if layer.use_bias else [kernel]
     if isinstance(layer, keras.layers.Dense):
         weights, biases = unfused(f"{prefix}.weight"), unfused(f"{prefix}.bias")
         kernel = Slot(layer.kernel, weights, *transposed_blocks(len(weights)))

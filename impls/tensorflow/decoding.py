@@ -15,8 +15,9 @@ the keys past the current position masked out; recurrent decoders carry their st
 Recompute grows its prefix, which XLA would recompile for at every length: it is one plain graph.
 
 Each model's functions are traced (and compiled) on the first call at a (batch, source length,
-steps) shape and reused after, so a caller warms up once per shape. Inputs are numpy arrays;
-tokens come back as numpy int64 (batch, steps).
+steps) shape and reused after, so a caller warms up once per shape. Inputs are numpy arrays: token
+ids, frames or images (conformance/sources.py; the valid lengths None for images); tokens come back
+as numpy int64 (batch, steps).
 """
 from __future__ import annotations
 
@@ -34,18 +35,31 @@ from .transformer import TransformerDecoder
 
 
 def _inputs(model, src, src_valid_len, bos=0, steps=0):
-    """int32 tensors. XLA compiles the Embedding's range checks away (and clamps an index that is out
-    of range), so the ids and the positions a decode will use are checked here, once per call."""
+    """(source, valid lengths or None for images) as tensors: token ids int32, frames and images in the
+    model's dtype (conformance/sources.py). XLA compiles the Embedding's range checks away (and clamps
+    an index that is out of range), so the ids and the positions a decode will use are checked here,
+    once per call."""
     src = np.asarray(src)
-    vocab = model.encoder.embedding.input_dim
-    if src.size and (src.min() < 0 or src.max() >= vocab):
-        raise tf.errors.InvalidArgumentError(None, None, f"source token ids must lie in [0, {vocab})")
+    embedding = getattr(model.encoder, "embedding", None)  # a frame or image encoder has none
+    if embedding is not None and src.size and (src.min() < 0 or src.max() >= embedding.input_dim):
+        raise tf.errors.InvalidArgumentError(None, None, f"source token ids must lie in [0, {embedding.input_dim})")
     if not 0 <= bos < model.decoder.embedding.input_dim:
         raise tf.errors.InvalidArgumentError(None, None, f"bos {bos} is not a target token id")
     positions = getattr(getattr(model.decoder, "pos_encoding", None), "P", None)
     if positions is not None and steps > positions.shape[0]:
         raise ValueError(f"{steps} steps need more positions than the decoder's max_len {positions.shape[0]}")
-    return tf.constant(src, tf.int32), tf.constant(np.asarray(src_valid_len), tf.int32)
+    src = tf.constant(src, model.compute_dtype if np.issubdtype(src.dtype, np.floating) else tf.int32)
+    return src, None if src_valid_len is None else tf.constant(np.asarray(src_valid_len), tf.int32)
+
+
+def _lengths(valid):
+    """d2l's `*args`: the valid lengths, or nothing for images."""
+    return () if valid is None else (valid,)
+
+
+def _start_state(encoder, decoder, src, valid):
+    lengths = _lengths(valid)
+    return decoder.init_state(encoder(src, *lengths, training=False), *lengths)
 
 
 # --- one greedy step per decoder family: start(decoder, state, steps) -> carry,
@@ -115,7 +129,7 @@ def _stepper(decoder):
 
 def _greedy(encoder, decoder, src, valid, bos, steps):
     start, step = _stepper(decoder)
-    state = decoder.init_state(encoder(src, valid, training=False), valid)
+    state = _start_state(encoder, decoder, src, valid)
 
     def body(t, token, carry, tokens):
         logits, carry = step(decoder, token, t, carry)
@@ -130,7 +144,7 @@ def _greedy(encoder, decoder, src, valid, bos, steps):
 
 def _recompute(encoder, decoder, src, valid, bos, steps):
     # A fresh state holds nothing decoded yet, and Decoder.call never mutates it: reusable.
-    fresh = decoder.init_state(encoder(src, valid, training=False), valid)
+    fresh = _start_state(encoder, decoder, src, valid)
 
     def body(t, prefix):
         logits, _ = decoder(prefix, fresh, training=False)
@@ -150,7 +164,7 @@ class _Compiled:
     """
 
     def __init__(self, encoder, decoder):
-        self.encode = tf.function(lambda src, valid: encoder(src, valid, training=False),
+        self.encode = tf.function(lambda src, valid: encoder(src, *_lengths(valid), training=False),
                                   jit_compile=True, autograph=False)
         self.greedy = tf.function(functools.partial(_greedy, encoder, decoder), jit_compile=True, autograph=False)
         self.recompute = tf.function(functools.partial(_recompute, encoder, decoder), autograph=False)
@@ -184,7 +198,7 @@ def recompute_greedy_decode(model, src, src_valid_len, bos, steps):
 
 def stepwise_greedy_decode(model, src, src_valid_len, bos, steps):
     src, valid = _inputs(model, src, src_valid_len, bos, steps)
-    state = model.decoder.init_state(model.encoder(src, valid, training=False), valid)
+    state = _start_state(model.encoder, model.decoder, src, valid)
     tokens = tf.fill([src.shape[0], 1], bos)
     out = []
     for _ in range(steps):

@@ -143,10 +143,15 @@ class TransformerDecoder(Decoder):
         self.blks = [TransformerDecoderBlock(num_hiddens, ffn_num_hiddens, num_heads, dropout) for _ in range(num_blks)]
         self.dense = keras.layers.Dense(vocab_size)
 
+    def memory(self, enc_outputs, enc_valid_lens):
+        """(memory, its valid lengths): a token encoder's outputs, one position per source step."""
+        return enc_outputs, enc_valid_lens
+
     def init_state(self, enc_outputs, enc_valid_lens):
-        enc_mask = key_mask(enc_valid_lens, tf.shape(enc_outputs)[1])
-        cross_kv = tuple(blk.cross_attention.project_kv(enc_outputs) for blk in self.blks)
-        empty = tf.zeros([tf.shape(enc_outputs)[0], self.num_heads, 0, self.num_hiddens // self.num_heads], enc_outputs.dtype)
+        memory, lengths = self.memory(enc_outputs, enc_valid_lens)
+        enc_mask = key_mask(lengths, tf.shape(memory)[1])
+        cross_kv = tuple(blk.cross_attention.project_kv(memory) for blk in self.blks)
+        empty = tf.zeros([tf.shape(memory)[0], self.num_heads, 0, self.num_hiddens // self.num_heads], memory.dtype)
         return enc_mask, cross_kv, tuple((empty, empty) for _ in self.blks)
 
     def call(self, X, state):

@@ -12,14 +12,15 @@ from conformance.compat import import_mxnet
 from conformance.spec import Unsupported
 from impls.mxnet import make_model
 from impls.mxnet.attention import AdditiveAttention
+from impls.mxnet.captioning import CaptioningEncoder
 from impls.mxnet.d2l import TokenEmbedding
 from impls.mxnet.factory import hybridize
 from impls.mxnet.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.mxnet.transformer import PositionalEncoding, SelfAttention, TransformerDecoder, split_heads
-from tests.broken.common import AUTOREGRESSIVE, GRADIENTS, PADDING, fault_factories
+from tests.broken.common import AUTOREGRESSIVE, BATCH_DEPENDENT, GRADIENTS, PADDING, fault_factories
 
 mx = import_mxnet()
-from mxnet import np, npx  # noqa: E402
+from mxnet import autograd, np, npx  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def broken(spec, **classes):
     for block in blocks(model):
         if type(block).__name__ in classes:
             block.__class__ = classes[type(block).__name__]
-    hybridize(model)  # rebuilds the graphs cached from the reference classes
+    hybridize(model, spec)  # rebuilds the graphs cached from the reference classes
     return model
 
 
@@ -178,6 +179,27 @@ def gru_fused_dropout_under_record(spec):
     return broken(spec, Seq2SeqDecoder=FusedDropoutDecoder)
 
 
+# --- Sources that are not token ids (issue 17) ---------------------------------------------
+
+
+class EncodesInTrainingMode(CaptioningEncoder):
+    """Runs its CNN inside autograd.train_mode(), as code lifted from a training loop does: MXNet has
+    no model.eval(), the mode is autograd's, so BatchNorm normalises with the batch's statistics: an
+    image alone differs from the same image in a batch. MXNet moves the running statistics only in a
+    backward pass in training mode, so evaluation calls leave the model unchanged (that contract
+    rightly passes), and the gradient recorded in inference mode is that of the running statistics
+    while the forward pass read the batch's. Caught by batch independence and by the encoder's
+    gradient against finite differences."""
+
+    def forward(self, X):
+        with autograd.train_mode():
+            return super().forward(X)
+
+
+def captioning_cnn_in_autograd_train_mode(spec):
+    return broken(spec, CaptioningEncoder=EncodesInTrainingMode)
+
+
 # --- Faults the harness must report as one line per contract (not contract bugs) -----------
 
 
@@ -212,4 +234,5 @@ CASES = [
     ("gru_unchecked_embedding", "gru", {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}),
     ("transformer_cache_updated_in_place", "transformer", {"decode_does_not_mutate_state", "decode_twice_from_same_state"}),
     ("gru_fused_dropout_under_record", "gru", GRADIENTS),
+    ("captioning_cnn_in_autograd_train_mode", "captioning", BATCH_DEPENDENT | {"encoder_gradient_through_state"}),
 ]

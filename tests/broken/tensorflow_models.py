@@ -3,20 +3,26 @@
 `CASES` at the bottom lists (factory, family, contracts expected to fail): exactly those fail,
 and every other contract passes. Most bugs here are ones Keras makes easy: its MultiHeadAttention
 aligns a causal mask top-left, `Embedding(mask_zero=True)` masks by token id rather than by
-length, `ops.take` wraps negative ids around, and generation code likes to keep caches in
-variables it assigns to.
+length, `ops.take` wraps negative ids around, generation code likes to keep caches in
+variables it assigns to, `padding="same"` pads an even width on one side only, and fine-tuning
+recipes call BatchNorm with `training=True`.
 """
 import math
 
 import keras
 import tensorflow as tf
 
+from conformance.spec import Declared
+from impls import conv_lengths, speech_encoder_lengths
 from impls.tensorflow import make_model
 from impls.tensorflow.canonical import load_canonical
+from impls.tensorflow.captioning import ConvBlock
 from impls.tensorflow.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
+from impls.tensorflow.speech import SpeechEncoder, zero_beyond
 from impls.tensorflow.transformer import TransformerDecoder, TransformerDecoderBlock
 from tests.broken.common import (
-    AUTOREGRESSIVE, CROSS_FRAMEWORK, PADDING, OUT_OF_VOCABULARY, converted, fault_factories, reset_and_update_rows_swapped)
+    AUTOREGRESSIVE, CROSS_FRAMEWORK, PADDING, OUT_OF_VOCABULARY, SOURCE_BUGS, converted, fault_factories,
+    reset_and_update_rows_swapped)
 
 
 def layers(layer, seen=None):
@@ -179,6 +185,40 @@ def float32_build_float64_logits(spec):
 
 
 
+# --- Sources that are not token ids (tests/broken/common.py: SOURCE_BUGS) ----------------------
+
+
+class BatchNormAlwaysTraining(ConvBlock):
+    """`self.norm(X, training=True)`, as fine-tuning recipes write to let BatchNorm adapt to new images:
+    Keras then normalises with the batch's statistics whatever the call says, and assigns its moving
+    statistics on every call, inference included. Caught as an image that differs alone and in a batch,
+    and as an evaluation call that changes the model."""
+
+    def call(self, X):
+        return tf.nn.relu(self.norm(self.conv(tf.pad(X, [[0, 0], [1, 1], [1, 1], [0, 0]])), training=True))
+
+
+def captioning_batchnorm_in_training_mode(spec):
+    return broken(spec, ConvBlock=BatchNormAlwaysTraining)
+
+
+class SamePaddedSubsampling(SpeechEncoder):
+    """Conv1D(padding="same"), as Keras users write a stride-2 convolution: TensorFlow's SAME pads an odd
+    width on both sides but an even one on the right only, so the frames an output position reads depend
+    on the parity of the width the batch is padded to. Padded frames are still zeroed and the lengths are
+    right: only another padded width shows it (1 to 8 extra frames, the extra padding contract's)."""
+
+    def subsample(self, X, valid_lens):
+        for conv in self.subsampling:
+            X = tf.nn.relu(tf.nn.conv1d(zero_beyond(X, valid_lens), conv.kernel, 2, "SAME") + conv.bias)
+            valid_lens = conv_lengths(valid_lens)
+        return X, valid_lens
+
+
+def speech_same_padding_depends_on_width(spec):
+    return Declared(broken(spec, SpeechEncoder=SamePaddedSubsampling), encoder_lengths=speech_encoder_lengths)
+
+
 # A converter from canonical weights that copies GRU rows (reset, update, new) into Keras' slots
 # (update, reset, new) as they are: a model consistent in itself, which only the cross-framework
 # contracts can tell from the specification.
@@ -195,4 +235,7 @@ CASES = [
         "reordered_state_decodes_reordered_examples",  # from_numpy gives tensors, which have no .assign
         "encoder_gradient_through_state"}),  # tf.Variable(initial_value) passes no gradient back
     ("gru_stop_gradient_handoff", "gru", {"encoder_gradient_through_state"}),
+    ("captioning_batchnorm_in_training_mode", *SOURCE_BUGS["captioning_batchnorm_in_training_mode"]),
+    # Example 0 fills its batch, so alone it has the batch's width: only another padded width shows it.
+    ("speech_same_padding_depends_on_width", "speech", {"extra_padding_changes_nothing"}),
 ]
