@@ -16,6 +16,9 @@ The recurrent decoders with attention (bahdanau, mixed, captioning) loop over ta
 Python, which a trace cannot keep: their decoder graph takes one token per call, and the adapter
 feeds longer targets a token at a time.
 
+In float64, speech's convolutions are exported as MatMuls of strided slices (`subsampling_as_matmuls`):
+ONNX Runtime's CPU Conv has no float64 kernel. Captioning stays float32 (its CNN's Conv, its GRU).
+
 Sources by kind (conformance/sources.py): the encoder graph takes `input_ids` (token ids),
 `input_features` (frames, with `src_valid_len`) or `pixel_values` (images, no lengths: neither the
 encoder nor init_state graph has a length input), Hugging Face's names. Speech's encoder returns its
@@ -35,7 +38,9 @@ from torch import nn
 
 from conformance.sources import kind_of
 
+from .. import conv_lengths
 from ..torch import attention as torch_attention
+from ..torch import speech as torch_speech
 from ..torch import transformer as torch_transformer
 
 OPSET = 17
@@ -72,6 +77,24 @@ def self_attention_with_positive_axes(self, X, mask, past=None):
     if past is not None:
         k, v = torch.cat((past[0], k), 2), torch.cat((past[1], v), 2)
     return torch_attention.MultiHeadAttention.forward(self, q, k, v, mask), (k, v)
+
+
+def subsampling_as_matmuls(self, X, valid_lens):
+    """ConvSubsampling.forward with each kernel-3, stride-2 convolution written as three strided slices,
+    each times its tap's weight matrix: ONNX Runtime's CPU Conv has no float64 kernel, MatMul has. Same
+    sums, in another order (float64 rounding)."""
+    X = X.transpose(1, 2)
+    for conv in self:
+        within = torch.arange(X.shape[2], device=X.device) < valid_lens[:, None]
+        padded = torch.nn.functional.pad(X.masked_fill(~within[:, None, :], 0), (1, 1))
+        steps = (X.shape[2] - 1) // 2 + 1
+        taps = [torch.matmul(conv.weight[:, :, k], padded[:, :, k: k + 2 * steps: 2]) for k in range(3)]
+        X = torch.relu(taps[0] + taps[1] + taps[2] + conv.bias[:, None])
+        valid_lens = conv_lengths(valid_lens)
+    return X.transpose(1, 2), valid_lens
+
+
+FLOAT64_PATCHES = ((torch_speech.ConvSubsampling, "forward", subsampling_as_matmuls),)
 
 
 @contextlib.contextmanager
@@ -217,6 +240,8 @@ def export(model: nn.Module, family: str, num_layers: int, vocab: tuple[int, int
     dtype = next(model.parameters()).dtype
     source, source_axes, valid = example_source(family, vocab[0], example_shape, dtype, batch)
     source_name = SOURCE_INPUT[kind_of(family)]
+    if dtype == torch.float64:
+        patches = (*FLOAT64_PATCHES, *patches)
     length_name, length_axes = (["src_valid_len"], {"src_valid_len": {0: "batch"}}) if valid else ([], {})
     out = {}
     with torch.no_grad(), exportable_attention(patches), warnings.catch_warnings():
