@@ -271,7 +271,7 @@ def lock_report(config) -> ReportLock | None:
     return lock
 
 
-CHOOSE_IMPL = "pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"
+CHOOSE_IMPL = f"pass --impl=torch (or {', '.join(name for name in loading.BUILTIN if name != 'torch')}, module:factory)"
 
 
 def session_of(config) -> ConformanceSession | None:

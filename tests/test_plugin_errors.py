@@ -205,12 +205,12 @@ def usage_error(pytester, *args):
 
 
 def test_no_impl_is_a_usage_error(pytester):
-    assert usage_error(pytester) == "ERROR: no implementation chosen: pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"
+    assert usage_error(pytester) == "ERROR: no implementation chosen: pass --impl=torch (or tensorflow, mxnet, numpy, onnxruntime, module:factory)"
 
 
 @pytest.mark.parametrize("args, line", [
-    (["--impl="], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"),
-    (["--impl=,"], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"),
+    (["--impl="], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, onnxruntime, module:factory)"),
+    (["--impl=,"], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, onnxruntime, module:factory)"),
     (["--impl=torch", "--xfails-file=no/such/xfails.txt"], "ERROR: --xfails-file=no/such/xfails.txt: no such file"),
     (["--impl=torch", "--conformance-seed=-1"], "ERROR: --conformance-seed=-1: a seed is 0 or more"),
     (["--impl=torch", "--conformance-timeout=0"], "ERROR: --conformance-timeout=0: the limit must be more than 0 seconds"),
