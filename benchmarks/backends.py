@@ -130,7 +130,7 @@ def prepared(backend, family, device, batch, *names, steps=None):
 
 @functools.lru_cache(maxsize=None)
 def _warm(subj, batch, names, steps):
-    src, valid = workload.source(batch)
+    src, valid = workload.source(batch, subj.family)
     for name in names:
         start = time.perf_counter()
         if name == "encode":
@@ -143,15 +143,17 @@ def _warm(subj, batch, names, steps):
         subj.warmup_seconds.setdefault((name, batch, steps), time.perf_counter() - start)
 
 
-def peers(backend: str) -> dict:
-    """{name: (label, builder(batch, steps) -> no-argument decode)} from benchmarks/peers_<backend>.py.
+def peers(backend: str, family: str = "transformer") -> dict:
+    """{name: (label, builder(batch, steps) -> no-argument decode)}: the peers of `backend`'s reference of
+    `family`, from benchmarks/peers_<backend>.py (FAMILY_PEERS, or PEERS: the Transformer's).
 
     Builders import their frameworks lazily and raise Unavailable when a peer is not installed.
     """
     try:
-        return importlib.import_module(f"{__package__}.peers_{backend}").PEERS
+        module = importlib.import_module(f"{__package__}.peers_{backend}")
     except ModuleNotFoundError:
         return {}
+    return getattr(module, "FAMILY_PEERS", {"transformer": module.PEERS}).get(family, {})
 
 
 def floor(backend: str):
@@ -167,7 +169,7 @@ def decode_call(backend, family, device, batch, mode, steps):
     """A no-argument call decoding the workload's source, `steps` tokens, "cached" or "recompute";
     built and warmed up at this shape. Its `warmup_seconds`: the first call's (compiling included)."""
     subj = prepared(backend, family, device, batch, MODES[mode], steps=steps)
-    src, valid = workload.source(batch)
+    src, valid = workload.source(batch, family)
     run = subj.greedy if mode == "cached" else subj.recompute
 
     def decode():

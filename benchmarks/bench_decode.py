@@ -48,7 +48,7 @@ class GreedyDecode(_Timed):
 
     def setup(self, backend, family, batch, device, steps):
         self.subject = prepared(backend, family, device, batch, "greedy_decode", "encode", steps=steps)
-        self.src, self.valid = W.source(batch)
+        self.src, self.valid = W.source(batch, family)
 
     def time_greedy_decode(self, backend, family, batch, device, steps):
         self.subject.greedy(self.src, self.valid, steps)
@@ -78,7 +78,7 @@ class CachedVsRecompute(_Timed):
     def setup(self, backend, family, batch, device):
         self.subject = prepared(backend, family, device, batch, "greedy_decode", "recompute_greedy_decode",
                                 steps=W.STEPS)
-        self.src, self.valid = W.source(batch)
+        self.src, self.valid = W.source(batch, family)
 
     def time_cached_decode(self, backend, family, batch, device):
         self.subject.greedy(self.src, self.valid, W.STEPS)
@@ -96,7 +96,7 @@ class Encode(_Timed):
 
     def setup(self, backend, family, batch, device):
         self.subject = prepared(backend, family, device, batch, "encode")
-        self.src, self.valid = W.source(batch)
+        self.src, self.valid = W.source(batch, family)
 
     def time_encode(self, backend, family, batch, device):
         self.subject.encode(self.src, self.valid)
@@ -116,7 +116,7 @@ class PeakMemory:
 
     def setup(self, backend, family, batch, device):
         self.subject = prepared(backend, family, device, batch)
-        self.src, self.valid = W.source(batch)
+        self.src, self.valid = W.source(batch, family)
         self.subject.check("greedy_decode", "recompute_greedy_decode")
 
     def peakmem_cached_decode(self, backend, family, batch, device):

@@ -40,7 +40,6 @@ import tempfile
 
 from conformance.loading import BUILTIN  # our references
 from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
-from conformance.sources import kind_of
 from conformance.spec import FAMILIES, device_name
 
 from .paired import Case, measure
@@ -198,8 +197,7 @@ def gate(argv):
         raise SystemExit("--impl=module:factory names what to time (our references need a checkout of the suite)")
     head = git("rev-parse", args.head, cwd=repo)
     base = git("rev-parse", args.base, cwd=repo) if args.base else git("merge-base", default_base(repo), head, cwd=repo)
-    token_families = [f for f in FAMILIES if kind_of(f) == "tokens"]  # frames and images: no workload yet (issue 17)
-    families = split_list([args.family or (",".join(token_families) if names else REFERENCE_FAMILIES)])
+    families = split_list([args.family or (",".join(FAMILIES) if names else REFERENCE_FAMILIES)])
     batches = [int(b) for b in split_list([args.batch])]
     if base == head:
         print(f"base and head are one commit ({head[:12]}): nothing to compare.")

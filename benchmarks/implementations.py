@@ -41,6 +41,7 @@ import numpy as np
 
 from conformance import loading
 from conformance.decoding import InterfaceLoop
+from conformance.sources import kind_of
 from conformance.plugin import split_list  # how --impl values are split: comma-separated, repeatable
 
 from . import workload
@@ -148,8 +149,9 @@ def impl_call(name, family, device, batch, loop, steps) -> Callable[[], np.ndarr
     says what the loop runs (a compiled loop that fell back to eager says so, and why)."""
     subject = impl_subject(name, family, device)
     run = subject.loop(loop)
-    src, valid = workload.source(batch)
-    src = src % subject.model.vocab.src_size  # a model that declared a smaller vocabulary gets ids it has
+    src, valid = workload.source(batch, family)
+    if kind_of(family) == "tokens":
+        src = src % subject.model.vocab.src_size  # a model that declared a smaller vocabulary gets ids it has
     start = time.perf_counter()
     tokens = run(src, valid, steps)  # warm-up: tracing, compilation, caches, at the timed shape
     warmup_seconds = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Peers measured beside the PyTorch reference Transformer, all at the workload's size.
+"""Peers measured beside the PyTorch reference Transformer and speech model, all at the workload's size.
 
 Each builder takes (batch, steps) and returns a no-argument callable that encodes the workload's
 source and greedily decodes exactly `steps` tokens, or raises `Unavailable`. No weights are
@@ -8,6 +8,9 @@ our reference's.
 - torch.nn.Transformer: no cache, the whole prefix re-run through the decoder every step.
 - Hugging Face BART: the cached manual step loop (one forward per token with its key/value
   cache), and `generate` with min = max new tokens.
+- Hugging Face Speech2Text (beside `speech`): the same cached manual step loop and `generate`, on the
+  workload's frames. Its subsampling is Speech2Text's (two stride-2 convolutions, here of kernel 3
+  as ours, each doubling its channels for a GLU), its Transformer pre-norm; otherwise our sizes.
 - CTranslate2: the torch reference's Transformer, its weights converted to a float32 CTranslate2
   model (`ctranslate2_spec`), greedy `translate_batch` of exactly `steps` tokens: the same weights,
   the same tokens (tests/test_benchmarks.py).
@@ -243,11 +246,78 @@ def matmul_floor(batch, steps):
     return decode
 
 
+@functools.lru_cache(maxsize=1)
+def _speech2text():
+    torch = _torch()
+    try:
+        from transformers import Speech2TextConfig, Speech2TextForConditionalGeneration
+    except ImportError as exc:
+        raise Unavailable(f"transformers is not installed: {exc}") from exc
+    config = Speech2TextConfig(
+        vocab_size=W.VOCAB, d_model=W.D_MODEL, encoder_layers=W.LAYERS, decoder_layers=W.LAYERS,
+        encoder_attention_heads=W.HEADS, decoder_attention_heads=W.HEADS, encoder_ffn_dim=W.FFN,
+        decoder_ffn_dim=W.FFN, input_feat_per_channel=W.FEATURES, conv_kernel_sizes=(3, 3), conv_channels=2 * W.D_MODEL,
+        max_source_positions=W.FRAMES, max_target_positions=max(W.DECODE_LENGTHS) + 2, dropout=0.0,
+        bos_token_id=W.BOS, pad_token_id=1, eos_token_id=2, decoder_start_token_id=W.BOS,
+    )
+    torch.manual_seed(W.SEED)
+    return Speech2TextForConditionalGeneration(config).eval()
+
+
+def _speech_inputs(batch):
+    torch = _torch()
+    frames, valid = W.source(batch, "speech")
+    mask = (np.arange(frames.shape[1]) < valid[:, None]).astype(np.int64)
+    return torch.from_numpy(frames), torch.from_numpy(mask)
+
+
+def hf_speech2text_loop(batch, steps):
+    torch = _torch()
+    model = _speech2text()
+    frames, mask = _speech_inputs(batch)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    @torch.inference_mode()
+    def decode():
+        enc = model.get_encoder()(input_features=frames, attention_mask=mask)
+        # The encoder's subsampled mask, as generate computes it for the decoder's cross-attention.
+        enc_mask = model.model._get_feature_vector_attention_mask(enc[0].shape[1], mask)
+        tokens, cache, out = torch.full((batch, 1), W.BOS), None, []
+        for _ in range(steps):
+            o = model(encoder_outputs=enc, attention_mask=enc_mask, decoder_input_ids=tokens, use_cache=True,
+                      **{cache_arg: cache})
+            cache = o[cache_arg]
+            tokens = o.logits[:, -1].argmax(-1, keepdim=True)
+            out.append(tokens)
+        return torch.cat(out, 1).numpy()
+
+    return decode
+
+
+def hf_speech2text_generate(batch, steps):
+    torch = _torch()
+    model = _speech2text()
+    frames, mask = _speech_inputs(batch)
+
+    @torch.inference_mode()
+    def decode():
+        out = model.generate(input_features=frames, attention_mask=mask, do_sample=False, num_beams=1,
+                             min_new_tokens=steps, max_new_tokens=steps, use_cache=True)
+        return out[:, 1:].numpy()  # the first column is decoder_start_token_id
+
+    return decode
+
+
 PEERS = {  # name: (label, builder); all sit beside the PyTorch reference Transformer
     "nn-transformer": ("torch.nn.Transformer, full recompute", nn_transformer),
     "hf-bart-loop": ("HF BART, cached manual step loop", hf_bart_loop),
     "hf-bart-generate": ("HF BART, generate", hf_bart_generate),
     "ctranslate2": ("CTranslate2 float32, the reference's weights", ctranslate2_translate),
 }
+SPEECH_PEERS = {  # beside the PyTorch reference speech model
+    "hf-speech2text-loop": ("HF Speech2Text, cached manual step loop", hf_speech2text_loop),
+    "hf-speech2text-generate": ("HF Speech2Text, generate", hf_speech2text_generate),
+}
+FAMILY_PEERS = {"transformer": PEERS, "speech": SPEECH_PEERS}
 # Not a decoder (it returns no tokens): the bound beside the peers in benchmarks.ratios.
 FLOOR = ("matmul-floor", "the decode's matrix products alone", matmul_floor)

@@ -47,7 +47,7 @@ def markdown(run):
         lines.append("")
     peer_rows = _rows(run, "peers")
     if peer_rows:
-        lines += [f"Reference Transformers against each peer, interleaved in pairs, tokens/s, "
+        lines += [f"Reference Transformers (and speech models) against each peer, interleaved in pairs, tokens/s, "
                   f"{peer_rows[0]['steps']} tokens:", "",
                   "| backend | batch | peer | peer tokens/s | reference tokens/s | reference / peer |",
                   "|---|---:|---|---:|---:|---:|"]

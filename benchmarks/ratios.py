@@ -2,6 +2,7 @@
 
     python -m benchmarks.ratios                                  # every table, 2 threads (BENCH_THREADS)
     python -m benchmarks.ratios --tables lengths --json docs/benchmarks.json --update   # re-measure one table
+    python -m benchmarks.ratios --backends torch --tables peers --families speech         # one family's peers
     python benchmarks/plot.py docs/benchmarks.json               # README table and docs/throughput.png
 
 pytest-benchmark times all rounds of one case before the next, so on shared cores a peer can be
@@ -11,7 +12,8 @@ falls on all of them alike; a pass's figure is each contender's median over its 
 taken within a pass, and the reported ratio is the median over passes.
 
 Tables:
-- peers: each backend's reference Transformer beside its peers (benchmarks/peers_<backend>.py) at
+- peers: each backend's reference Transformer (and torch's speech model) beside its peers
+  (benchmarks/peers_<backend>.py: Hugging Face BART, CTranslate2, keras-hub, gluonnlp; Speech2Text) at
   PEER_STEPS (32) tokens, with the targets of PEER_TARGETS, and beside its floor where one is defined
   (peers_torch.FLOOR: the decode's matrix products alone);
 - loops: every backend and family, the interface loop compiled (as a deployed model runs it:
@@ -89,20 +91,21 @@ def compare(table, backend, family, fns, fast, slow, batch, steps, target, passe
     return row
 
 
-def peer_rows(backends, passes, calls):
+def peer_rows(backends, families, passes, calls):
     """The reference against each peer in turn, one pair per rotation: a peer's own thread pool
     (CTranslate2 bundles a second OpenMP runtime whose idle threads spin) then slows only the pair
-    it is in, and the target pair is never measured beside a third party."""
-    for backend in backends:
+    it is in, and the target pair is never measured beside a third party. Every family with peers
+    (the Transformer's; speech's Speech2Text for torch); the floor is the Transformer's."""
+    for backend, family in ((b, f) for b in backends for f in families if peers(b, f)):
         targets = PEER_TARGETS.get(backend, {})
         for batch in W.BATCHES:
             try:
-                ours = reference(backend, "transformer", "cached", batch, W.PEER_STEPS)
+                ours = reference(backend, family, "cached", batch, W.PEER_STEPS)
             except Unavailable as exc:
-                print(f"skip {backend} peers: {exc}")
+                print(f"skip {backend} {family} peers: {exc}")
                 break
-            bound = floor(backend)
-            contenders = {**peers(backend), **({bound[0]: bound[1:]} if bound else {})}
+            bound = floor(backend) if family == "transformer" else None
+            contenders = {**peers(backend, family), **({bound[0]: bound[1:]} if bound else {})}
             for name, (label, build) in contenders.items():
                 target = targets.get(name, {}).get(batch)
                 start = time.perf_counter()
@@ -113,15 +116,15 @@ def peer_rows(backends, passes, calls):
                     print(f"skip {name}{f' (target {target}x not measured)' if target else ''}: {exc}")
                     continue
                 setup = {"reference": ours.warmup_seconds, name: time.perf_counter() - start}
-                yield compare("peers", backend, "transformer", {"reference": ours, name: theirs}, "reference", name,
+                yield compare("peers", backend, family, {"reference": ours, name: theirs}, "reference", name,
                               batch, W.PEER_STEPS, target, passes, calls, setup)
 
 
-def loop_rows(backends, passes, calls):
+def loop_rows(backends, families, passes, calls):
     """Each reference's interface loop compiled as a deployed model would be (conformance.decoding.InterfaceLoop)
     against its native loop, at PEER_STEPS tokens; a compiled loop that fell back to eager says so."""
     for backend in backends:
-        for family in W.FAMILIES:
+        for family in families:
             for batch in W.BATCHES:
                 try:
                     fns = {loop: impl_call(backend, family, "cpu", batch, loop, W.PEER_STEPS)
@@ -138,9 +141,9 @@ def loop_rows(backends, passes, calls):
                 yield row
 
 
-def cache_rows(backends, passes, calls):
+def cache_rows(backends, families, passes, calls):
     for backend in backends:
-        for family in W.FAMILIES:
+        for family in families:
             for batch in W.BATCHES:
                 try:
                     fns = {mode: reference(backend, family, mode, batch, W.STEPS) for mode in ("cached", "recompute")}
@@ -151,9 +154,9 @@ def cache_rows(backends, passes, calls):
                               passes, calls)
 
 
-def length_rows(backends, passes, calls):
+def length_rows(backends, families, passes, calls):
     for backend in backends:
-        for family in W.FAMILIES:
+        for family in families:
             for batch in W.BATCHES:
                 try:
                     fns = {steps: reference(backend, family, "cached", batch, steps) for steps in W.DECODE_LENGTHS}
@@ -161,7 +164,7 @@ def length_rows(backends, passes, calls):
                 except Unavailable as exc:
                     print(f"skip {backend} {family}: {exc}")
                     break
-                src, valid = W.source(batch)
+                src, valid = W.source(batch, family)
                 fns["encode"] = lambda: encoder.encode(src, valid)
                 per_pass = interleaved(fns, passes, calls)
                 seconds = {n: statistics.median(p[n] for p in per_pass) for n in fns}
@@ -187,6 +190,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated, of {','.join(TABLES)}")
     parser.add_argument("--backends", default=",".join(W.BACKENDS), help="comma-separated")
+    parser.add_argument("--families", default=",".join(W.FAMILIES), help="comma-separated (default: every family)")
     parser.add_argument("--passes", type=int, help="interleaved passes (default: DEFAULT_REPEATS per table)")
     parser.add_argument("--calls", type=int, help="calls per contender per pass (default: DEFAULT_REPEATS)")
     parser.add_argument("--json", help="write the rows and the machine here")
@@ -201,13 +205,15 @@ def main(argv=None):
     if len(backends) > 1:
         rows = list(per_backend_processes(backends, list(repeats), argv or sys.argv[1:]))
     else:
-        rows = [row for table, r in repeats.items() for row in TABLES[table](backends, r["passes"], r["calls"])]
+        families = args.families.split(",")
+        rows = [row for table, r in repeats.items() for row in TABLES[table](backends, families, r["passes"], r["calls"])]
     if args.json:
         path = pathlib.Path(args.json)
         if args.update and path.exists():
             old = json.loads(path.read_text())
-            remeasured = {(table, backend) for table in repeats for backend in backends}
-            rows = [r for r in old["rows"] if (r["table"], r["backend"]) not in remeasured] + rows
+            remeasured = {(table, backend, family) for table in repeats for backend in backends
+                          for family in args.families.split(",")}
+            rows = [r for r in old["rows"] if (r["table"], r["backend"], r["family"]) not in remeasured] + rows
             repeats = {**old["repeats"], **repeats}
         path.write_text(json.dumps(dict(machine=W.machine(), workload=W.describe(), repeats=repeats, rows=rows),
                                    indent=1))

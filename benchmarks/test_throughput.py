@@ -5,11 +5,13 @@
     pytest benchmarks/                                         # smoke: every case once, 8 steps
     pytest benchmarks/ --benchmark-only --device=cuda:0        # on a GPU (peers skip: cpu only)
 
-Every case encodes the workload's source (workload.py) and greedily decodes PEER_STEPS (32)
-tokens; the tables' medians give tokens/s = batch * steps / median (extra_info carries both).
-Groups are "<backend> <family> batch <B>": a backend-family's cached decoder beside its own
-full-prefix recompute. Each backend's peers (benchmarks/peers_<backend>.py) join its transformer
-groups and run right after its reference, so the reference's ratios to them read off one table.
+Every case encodes the workload's source of its family's kind (workload.py: token ids, frames,
+images) and greedily decodes PEER_STEPS (32) tokens; the tables' medians give tokens/s = batch *
+steps / median (extra_info carries both). Groups are "<backend> <family> batch <B>": a
+backend-family's cached decoder beside its own full-prefix recompute. Each backend's peers
+(benchmarks/peers_<backend>.py: the Transformer's, and torch's speech model's Speech2Text) join
+their family's groups and run right after its reference, so the reference's ratios to them read off
+one table. A backend with no reference of a family yet skips its cases, saying so.
 For the speed targets, which need interleaved calls on shared cores, see benchmarks/ratios.py.
 """
 from __future__ import annotations
@@ -34,9 +36,8 @@ def cases():
         for family in W.FAMILIES:
             for mode in MODES:
                 yield pytest.param(backend, family, mode, None, id=f"{backend}-{family}-{mode}")
-            if family == "transformer":
-                for peer in peers(backend):
-                    yield pytest.param(backend, family, "peer", peer, id=f"{backend}-peer-{peer}")
+            for peer in peers(backend, family):
+                yield pytest.param(backend, family, "peer", peer, id=f"{backend}-peer-{peer}")
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def build(backend, family, mode, peer, batch, steps, device):
     if peer is not None:
         if device != "cpu":
             raise Unavailable(f"peers run on the cpu only, not on {device}")
-        return peers(backend)[peer][1](batch, steps)
+        return peers(backend, family)[peer][1](batch, steps)
     return decode_call(backend, family, device, batch, mode, steps)
 
 
@@ -67,7 +68,7 @@ def test_decode(benchmark, steps, device, backend, family, mode, peer, batch):
     benchmark.group = f"{backend} {family} batch {batch}"
     benchmark.extra_info.update(
         backend=backend, family=family, batch=batch, steps=steps, tokens=batch * steps, device=device,
-        mode=mode, impl=peers(backend)[peer][0] if peer else f"impls.{backend} {mode}", setup_seconds=setup_seconds,
+        mode=mode, impl=peers(backend, family)[peer][0] if peer else f"impls.{backend} {mode}", setup_seconds=setup_seconds,
     )
     tokens = benchmark.pedantic(decode, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     assert len(tokens) == batch and all(len(row) == steps for row in tokens)

@@ -1,8 +1,12 @@
 """The fixed decode workload every benchmark and peer runs, and the thread pinning, set once.
 
 Model: d_model 256, 4 heads, FFN 1024, 2 encoder + 2 decoder layers, vocabularies of 1000,
-float32, eval mode. Input: source length 32 (every position valid), greedy decoding of exactly
-`steps` tokens from BOS with no early stop, so every backend does the same work.
+float32, eval mode. Input, by the family's kind of source (conformance/sources.py): 32 token ids;
+speech, 10 s of 80 log-mel-like features at 100 frames per second (1,000 frames, subsampled to 250
+encoder positions); captioning, a 3x112x112 image (a 14x14 grid after the CNN, Show, Attend and
+Tell's; 224x224 would make the CNN 5x the cost of a 32-token decode at batch 32). Every source is
+valid to its end; greedy decoding of exactly `steps` tokens from BOS with no early stop, so every
+backend does the same work.
 
 Importing this module sets the thread count (BENCH_THREADS, default 2) for the OpenMP and BLAS
 runtimes, which read it once, when a framework loads them; each framework's own pools are set by
@@ -20,12 +24,8 @@ import time
 import numpy as np
 
 from conformance.loading import BUILTIN
-from conformance.sources import kind_of
-from conformance.spec import FAMILIES as ALL_FAMILIES
-
-# The benchmarks' grid: every family whose source is token ids. Feature frames and images (speech,
-# captioning; conformance/sources.py) join it with workloads of their own (issue 17).
-FAMILIES = tuple(family for family in ALL_FAMILIES if kind_of(family) == "tokens")
+from conformance.sources import example_shape, kind_of
+from conformance.spec import FAMILIES  # the benchmarks' grid: every family, each with its kind of source
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 # BENCH_TIMER=process: CPU seconds of this process instead of wall seconds. With BENCH_THREADS=1 on
@@ -41,7 +41,9 @@ DECODE_LENGTHS = (32, 64, 128, 256)
 STEPS = 128  # the decode length of the fixed-length benchmarks (cached vs recompute)
 PEER_STEPS = 32  # the side-by-side runs with peers: the workload their figures were published for
 
-SRC_LEN = 32
+SRC_LEN = 32  # token ids
+FEATURES, FRAMES = 80, 1000  # speech: 10 s at 100 frames per second
+IMAGE = (3, 112, 112)  # captioning: channels, height, width
 VOCAB = 1000
 D_MODEL = 256
 HEADS = 4
@@ -77,20 +79,30 @@ def spec(family: str, device: str = "cpu"):
     return ModelSpec(
         family, src_vocab=VOCAB, tgt_vocab=VOCAB, embed_size=D_MODEL, num_hiddens=D_MODEL, num_layers=LAYERS,
         num_heads=HEADS, ffn_num_hiddens=FFN, dropout=0.0, dtype=DTYPE, seed=SEED,
-        max_len=max(DECODE_LENGTHS) + 1, device=device,
+        max_len=max(max(DECODE_LENGTHS) + 1, FRAMES), device=device,
+        num_features=FEATURES, channels=IMAGE[0], height=IMAGE[1], width=IMAGE[2],
     )
 
 
-def source(batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(src (batch, SRC_LEN) int64, src_valid_len (batch,) int64): the same tokens for every backend."""
+def source(batch: int, family: str = "transformer") -> tuple[np.ndarray, np.ndarray | None]:
+    """(src, src_valid_len), the same for every backend, of the family's kind (conformance/sources.py):
+    token ids (batch, SRC_LEN) int64; frames (batch, FRAMES, FEATURES) of unit scale in DTYPE; images
+    (batch, *IMAGE) in DTYPE, which have no lengths (None). Every source is valid to its end."""
     rng = np.random.default_rng(SEED)
-    src = rng.integers(1, VOCAB, size=(batch, SRC_LEN), dtype=np.int64)
-    return src, np.full(batch, SRC_LEN, dtype=np.int64)
+    kind = kind_of(family)
+    if kind == "tokens":
+        src = rng.integers(1, VOCAB, size=(batch, SRC_LEN), dtype=np.int64)
+        return src, np.full(batch, SRC_LEN, dtype=np.int64)
+    shape = example_shape(spec(family))
+    if kind == "frames":
+        return rng.standard_normal((batch, FRAMES, *shape)).astype(DTYPE), np.full(batch, FRAMES, dtype=np.int64)
+    return rng.standard_normal((batch, *shape)).astype(DTYPE), None
 
 
 def describe() -> str:
     return (f"d_model {D_MODEL}, {HEADS} heads, FFN {FFN}, {LAYERS}+{LAYERS} layers, vocab {VOCAB}, {DTYPE}; "
-            f"source length {SRC_LEN}; greedy, no early stop; {THREADS} threads")
+            f"source: {SRC_LEN} tokens, {FRAMES} frames of {FEATURES} features (speech), "
+            f"{'x'.join(map(str, IMAGE))} images (captioning); greedy, no early stop; {THREADS} threads")
 
 
 def gpu_device_present() -> bool:

@@ -22,7 +22,7 @@ import dataclasses
 import math
 import re
 
-from . import tolerances
+from . import text, tolerances
 from .harness import FLOAT64_UNAVAILABLE, CannotJudge, ConformanceError, ContractFailure
 from .repeatability import describe
 from .spec import FAMILIES
@@ -302,9 +302,9 @@ def lines(finding: Finding, number: int) -> list[str]:
 def markdown(finding: Finding, number: int) -> str:
     """A finding as a numbered Markdown item: messages and names as code, so nothing in them is markup."""
     roots, following = finding.contracts(following=False), finding.contracts(following=True)
-    parts = [f"{number}. **{finding.title}** ({code(finding.impl)}; {', '.join(finding.families())})"]
+    parts = [f"{number}. **{text.markdown(finding.title)}** ({code(finding.impl)}; {', '.join(finding.families())})"]
     if finding.sentence:
-        parts.append(finding.sentence)
+        parts.append(text.markdown(finding.sentence))  # a title or sentence may quote the model's own words
     parts.append(f"shown by: {code(finding.evidence.message)}")
     if roots:
         parts.append(f"failed: {code(contract_list(roots))}")

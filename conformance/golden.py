@@ -5,11 +5,15 @@ a change of the specification itself, and check an implementation with no NumPy 
     python -m conformance.golden                    # regenerate conformance/golden/ from impls/numpy
     python -m conformance.golden --family=speech    # only these families (another BLAS rounds the others anew)
     python -m conformance.golden --check            # the drift per family; exit 1 if the spec moved
+
+The files' SHA-256 checksums are committed beside them (SHA256SUMS, as `sha256sum` writes it): a
+changed byte is reported as a damaged file, by name, before any model is built from it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import pathlib
 import sys
 
@@ -46,6 +50,39 @@ def vectors_path(family: str) -> pathlib.Path:
     return DIR / f"{family}.vectors.safetensors"
 
 
+class DamagedFile(ValueError):
+    """A golden file that is not the one committed: changed, cut short or missing."""
+
+
+def checksums_path() -> pathlib.Path:
+    return DIR / "SHA256SUMS"
+
+
+def sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_checksums() -> None:
+    lines = [f"{sha256(path)}  {path.name}" for path in sorted(DIR.glob("*.safetensors"))]
+    checksums_path().write_text("\n".join(lines) + "\n")
+
+
+def verify(path: pathlib.Path) -> pathlib.Path:
+    """`path` if it is the committed file, else DamagedFile naming it and what is wrong."""
+    committed = dict(reversed(line.split(maxsplit=1)) for line in checksums_path().read_text().splitlines() if line.strip())
+    if path.name not in committed:
+        raise DamagedFile(f"{path} has no committed checksum in {checksums_path()}")
+    if not path.is_file():
+        raise DamagedFile(f"{path} is missing")
+    actual = sha256(path)
+    if actual != committed[path.name]:
+        raise DamagedFile(
+            f"{path} is not the committed file: its SHA-256 is {actual[:16]}..., the committed one {committed[path.name][:16]}... "
+            f"({path.stat().st_size} bytes); restore it from the repository or the package, or regenerate every golden "
+            "file with `python -m conformance.golden`")
+    return path
+
+
 def inputs(family: str) -> Batch:
     return random_batch(np.random.default_rng(SEED), specification_model(family), CASE)
 
@@ -57,7 +94,11 @@ def compute(model, batch: Batch) -> Vectors:
 
 
 def load(family: str) -> Vectors:
-    arrays = load_file(str(vectors_path(family)))
+    path = verify(vectors_path(family))
+    try:
+        arrays = load_file(str(path))
+    except Exception as exc:  # safetensors' own error type: a file that matches its checksum but does not parse
+        raise DamagedFile(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     batch = Batch(arrays["src"], arrays.get("src_valid_len"), arrays["tgt"])  # images have no lengths
     return Vectors(batch, arrays["logits"], arrays["tokens"], arrays["step_logits"])
 
@@ -74,7 +115,7 @@ def specification_model(family: str):
     from . import loading
     from .harness import CheckedModel
 
-    built = loading.build(loading.resolve(SPECIFICATION), ModelSpec(family, weights=str(weights_path(family)), **SIZES))
+    built = loading.build(loading.resolve(SPECIFICATION), ModelSpec(family, weights=str(verify(weights_path(family))), **SIZES))
     if not isinstance(built, CheckedModel):
         raise RuntimeError(f"the specification cannot be built for {family}: {built.reason}")
     return built
@@ -96,14 +137,23 @@ def main(argv=None) -> int:
     worst = 0.0
     for family in args.family.split(","):
         if args.check:
-            moved = drift(family)
+            try:
+                moved = drift(family)
+            except DamagedFile as exc:
+                moved = np.inf
+                print(f"{family}: {exc}")
+            else:
+                print(f"{family}: max relative drift {moved:.2e}")
             worst = max(worst, moved)
-            print(f"{family}: max relative drift {moved:.2e}")
             continue
         DIR.mkdir(exist_ok=True)
         canonical.save(weights_path(family), canonical.random_weights(ModelSpec(family, **SIZES), seed=SEED))
+        write_checksums()  # the specification reads the weights just written
         save(family, compute(specification_model(family), inputs(family)))
         print(f"wrote {weights_path(family).name}, {vectors_path(family).name}")
+    if not args.check:
+        write_checksums()
+        print(f"wrote {checksums_path().name}")
     return int(worst > tolerances.AGREE["float64"])  # another machine's BLAS may round differently
 
 

@@ -10,14 +10,15 @@ the user.
 from __future__ import annotations
 
 import contextlib
-import re
 
 import numpy as np
+from _pytest.outcomes import OutcomeException
 
 from .inputs import Batch, Vocabulary
 from .protocol import Seq2SeqAdapter
 from .sources import Source
 from .spec import Unsupported
+from .text import LIMIT, clean
 from .trees import opaque_leaves
 
 
@@ -67,21 +68,40 @@ class UnusableAsBefore(ConformanceError):
     """The model could not be built or used, as reported in full at its first contract."""
 
 
+# Not a model's failure when raised inside its code: the user's Ctrl-C, and pytest's outcomes (the
+# suite's own timeout, Hung, is one). Every other BaseException, SystemExit included, is the model's.
+PASS_THROUGH = (KeyboardInterrupt, OutcomeException)
+
+
+class Deadline:
+    """The error of the innermost deadline (loading.deadline) that has fired and is still in force.
+    Its one SIGALRM can be caught: under load Hypothesis caught a contract's Hung and ran the hanging
+    model again, with no timer left. The harness raises it again before each call into the model."""
+
+    fired: BaseException | None = None
+
+    def raise_if_fired(self) -> None:
+        if self.fired is not None:
+            raise self.fired.with_traceback(None)
+
+
+DEADLINE = Deadline()
+
+
 class OpaqueState(ConformanceError):
     """A tree holds an object the suite cannot see into, so no contract on it can be checked."""
 
 
 FLOAT64_UNAVAILABLE = "float64 unavailable"  # how a model's note begins where it runs in float32 instead
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(exc: BaseException, limit: int = LIMIT) -> str:
+    """'TypeName: message' on one line of printable text (Keras colours its errors; a model's
+    message may hold any control sequence), cut to `limit` characters."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     if lines and "Traceback (most recent call last)" in lines[0]:
         lines = lines[-1:]  # MXNet puts its C++ stack in the message; the reason is the last line
-    text = ANSI_ESCAPE.sub("", " ".join(" ".join(lines).split())) or "(no message)"  # Keras colours its errors
-    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+    return f"{clean(type(exc).__name__, 100)}: {clean(' '.join(lines), limit) or '(no message)'}"
 
 
 def shape_of(a) -> str:
@@ -118,13 +138,16 @@ class CheckedModel:
 
     @contextlib.contextmanager
     def calling(self, what: str):
+        DEADLINE.raise_if_fired()  # a contract past its deadline calls the model no more
         try:
             yield
         except ConformanceError:
             raise
         except Unsupported as exc:
-            raise ModelDeclined(f"{what} declined by the model: {exc}") from exc
-        except Exception as exc:  # the implementation's own error, whatever its type
+            raise ModelDeclined(f"{what} declined by the model: {clean(exc)}") from exc
+        except PASS_THROUGH:
+            raise
+        except BaseException as exc:  # the implementation's own error, whatever its type: sys.exit() too
             raise ModelRaised(f"{what} raised {one_line(exc)}", f"raises {one_line(exc)}") from exc
 
     def _logits(self, logits, batch: int, steps: int, what: str) -> np.ndarray:

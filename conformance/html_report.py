@@ -11,7 +11,7 @@ import time
 import jinja2
 
 from . import findings as findings_module
-from .report import DIFFERENCES_TITLE, FAILING, GLYPH, INCOMPLETE, Report
+from .report import DIFFERENCES_TITLE, FAILING, GLYPH, Report
 
 
 def suite_version() -> str:
@@ -72,6 +72,6 @@ def render_html(report: Report) -> str:
         findings_summary=findings_module.summary(found),
         differences={"header": header, "rows": difference_rows} if difference_rows else None,
         differences_title=DIFFERENCES_TITLE,
-        incomplete=INCOMPLETE.get(report.status, ""),
+        incomplete=report.incomplete(),
         skips=[{"impl": i, "family": f, "reason": reason, "count": n} for (i, f, reason), n in skipped.items()],
     )

@@ -19,12 +19,14 @@ from typing import Callable
 import numpy as np
 
 from .bridges import as_adapter, building_on, seed_frameworks
-from .harness import FLOAT64_UNAVAILABLE, CheckedModel, ConformanceError, one_line
+from .faults import WATCHDOG
+from .harness import DEADLINE, FLOAT64_UNAVAILABLE, PASS_THROUGH, CheckedModel, ConformanceError, one_line
 from .inputs import Case, Vocabulary, random_batch
 from . import repeatability
 from .precision import effective_precision
 from .sources import source_of
 from .spec import Declared, ModelSpec, Unsupported, device_name
+from .text import clean
 
 BUILTIN = {
     # impls/ in the repository, installed under this name; `factory` declares canonical weights
@@ -53,6 +55,8 @@ def resolve(name: str) -> Impl:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: a module beside the user comes first
     try:
         module = importlib.import_module(module_name)
+    except PASS_THROUGH:
+        raise
     except BaseException as exc:  # an import can fail any way, SystemExit included
         return Impl(name, target, error=f"cannot import {module_name!r}: {one_line(exc)}")
     factory = getattr(module, attr, None)
@@ -79,18 +83,25 @@ def deadline(seconds: float, error: type[BaseException] = TimeoutError):
 
     def expire(signum, frame):
         timer.expired = True
-        raise error(f"did not finish within {seconds:g}s (--conformance-timeout)")
+        DEADLINE.fired = error(f"did not finish within {seconds:g}s (--conformance-timeout)")
+        raise DEADLINE.fired
 
+    enclosing_fired, DEADLINE.fired = DEADLINE.fired, None
     started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    WATCHDOG.arm(seconds)  # for a model stuck in native code, where SIGALRM's handler never runs
     try:
         yield timer
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        WATCHDOG.disarm()
         signal.signal(signal.SIGALRM, previous)
+        DEADLINE.fired = enclosing_fired
         if outer_left:
-            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3))
+            left = max(outer_left - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left)
+            WATCHDOG.arm(left)
 
 
 @dataclasses.dataclass
@@ -112,8 +123,10 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
         with building_on(spec.device):
             model = impl.factory(spec)
     except Unsupported as exc:
-        return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}{on(spec)}: {exc}")
-    except Exception as exc:
+        return Declined(f"{impl.target} declined {spec.family}/{spec.dtype}{on(spec)}: {clean(exc)}")
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # sys.exit() in a factory is its failure, not the run's end
         return Broken(f"factory {impl.target}(family={spec.family!r}, dtype={spec.dtype!r}) raised {one_line(exc)}")
     declared = model if isinstance(model, Declared) else Declared(model)
     if declared.model is None:
@@ -129,8 +142,10 @@ def build(impl: Impl, spec: ModelSpec) -> CheckedModel | Declined | Broken:
     try:
         adapter = as_adapter(declared.model, spec)
     except Unsupported as exc:
-        return Declined(f"bridge declined {spec.family}/{spec.dtype}{on(spec)}: {exc}")
-    except Exception as exc:
+        return Declined(f"bridge declined {spec.family}/{spec.dtype}{on(spec)}: {clean(exc)}")
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:
         return Broken(f"cannot use what {impl.target} returned for {spec.family!r}: {one_line(exc)}")
     built_on = getattr(adapter, "device", spec.device)
     with contextlib.suppress(ValueError):

@@ -6,8 +6,9 @@
   command that reproduces them; a broken implementation costs its own rows and nothing else.
 - The terminal ends with the conformance matrix; `--conformance-report=PATH` writes it too.
 - `--xfails-file` marks known failures (ids matching nothing are warned about).
-- A model that hangs fails one contract; one that crashes its process (under pytest -n) fails
-  one; the later contracts of that model are reported at once as not run.
+- A model that hangs fails one contract; one that ends the process running it (a serial run's
+  child, watched by conformance/supervisor.py, or an xdist worker) fails one; the later contracts
+  of that model are reported at once as not run.
 - Results travel on each test report (`user_properties`), so pytest-xdist's controller merges
   every worker's into one report, written as results arrive.
 """
@@ -21,171 +22,60 @@ import pathlib
 import shlex
 import shutil
 import signal
-import tempfile
+import sys
 import threading
 import time
 import zlib
 
 import numpy as np
 import pytest
-from _pytest.outcomes import OutcomeException
 
-from . import bridges, canonical, findings, golden, harness, loading, tolerances
+from . import findings, golden, harness, loading, supervisor, tolerances
 from .assertions import Check
-from .faults import Faults, crash_summary
-from .report import FAILING, ImplInfo, Report, Result
+from .faults import WATCHDOG, Hung, NotRun, crash_summary, exit_status, hang_summary
+from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
+from .session import (  # noqa: F401 (split_list: the benchmarks split --impl with it)
+    FAULTS_DIR, IMPL_INFO, LOGITS, RESULT, ConformanceSession, absorb, read_id_file, split_list)
 from .sources import NotApplicable
-from .spec import FAMILIES, ModelSpec, device_name
+from .spec import FAMILIES, device_name
+from .text import clean
 
-STASH = pytest.StashKey["ConformanceSession"]()
+STASH = pytest.StashKey[ConformanceSession]()
 TIMER = pytest.StashKey[contextlib.ExitStack]()
-RESULT, IMPL_INFO, LOGITS = "conformance_result", "conformance_impl", "conformance_logits"  # user_properties names
-FAULTS_DIR = "conformance_faults"  # workerinput key
+OWN_STDERR = pytest.StashKey[object]()  # the terminal's stderr, for the watchdog of a run nothing watches
 DEFAULT_REFERENCE = "numpy"  # the executable specification (impls/numpy, docs/weights.md)
 DEFAULT_DEVICE = "cpu"
 
 
-class NotRun(pytest.skip.Exception):
-    """A contract whose model already crashed or hung: reported at once instead of run."""
+class RunHooks:
+    """The hooks that need the run's state, registered as a plugin for the run."""
 
-
-class Hung(OutcomeException):
-    """A contract ran past --conformance-timeout. Neither an Exception nor pytest's Failed, so no
-    `except Exception` (a model's) and no Hypothesis retry of the example can swallow it and wait on;
-    an OutcomeException, so pytest's fixtures and reports treat it as a test outcome."""
-
-
-class ConformanceSession:
-    """The run's state, and the hooks that need it (registered as a plugin for the run)."""
-
-    def __init__(self, config):
-        opt = config.getoption
-        self.worker = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
-        # pytest -n's controller only merges the workers' results: importing the factories is the workers'
-        # job (9 s of CPU for the three frameworks), and a module that crashes on import then spares it.
-        self.controller = self.worker is None and getattr(config.option, "dist", "no") != "no"
-        names = dict.fromkeys(split_list(opt("impl")))  # each name once
-        self.impls = [loading.Impl(n, loading.BUILTIN.get(n, n)) if self.controller else loading.resolve(n) for n in names]
-        # What the cross-framework contracts compare every implementation with (docs/weights.md).
-        reference = opt("reference")
-        self.reference = next((i for i in self.impls if i.name == reference), None) or (
-            loading.Impl(reference, loading.BUILTIN.get(reference, reference)) if self.controller else loading.resolve(reference))
-        self.weights_dir = None  # canonical weights files, drawn from the seed when a contract first needs them
-        self.families = split_list(opt("family")) or list(FAMILIES)
-        unknown = [f for f in self.families if f not in FAMILIES]
-        if unknown:
-            raise pytest.UsageError(f"unknown --family {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
-        self.seed = opt("conformance_seed")
-        self.timeout = opt("conformance_timeout")
-        self.report_path = opt("conformance_report")
-        self.threads = opt("conformance_threads") or (None if "OMP_NUM_THREADS" in os.environ else 1)
-        bridges.limit_threads(self.threads)
-        self.device = device_name(opt("device"))
-        self.models = loading.ModelCache(self.seed, self.timeout, self.device)
-        self.report = Report(self.seed)
-        for impl in self.impls:
-            self.report.impls[impl.name] = ImplInfo(impl.name, impl.target, error=impl.error)
-        self.xfail_ids = read_id_file(opt("xfails_file"))
-        shared = (self.worker or {}).get(FAULTS_DIR)
-        shared = shared if shared and os.path.isdir(shared) else None  # a remote worker (--tx ssh=) keeps its own
-        self.contracts_collected = False  # this process collected contracts (an xdist controller collects none)
-        self.unusable_reported: set[tuple] = set()  # (impl, family, dtype) whose reason was printed in full
-        self.faults = Faults(shared or tempfile.mkdtemp(prefix="conformance-faults-"))
-        self.owns_faults_dir = not shared
-        self.crash_log = None
-
-    def impl(self, name: str) -> loading.Impl:
-        return next(i for i in self.impls if i.name == name)
-
-    def model(self, impl_name: str, family: str, dtype: str | None = None) -> harness.CheckedModel:
-        """The checked model, or skip (declined) / fail (broken) / not run (crashed or hung before) the contract."""
-        fault = self.faults.find(impl_name, f"{impl_name}/{family}")
-        if fault:
-            raise NotRun(fault)
-        impl = self.impl(impl_name)
-        built = self.models.precise(impl, family) if dtype is None else self.models.get(impl, family, dtype)
-        if dtype is None and isinstance(built, loading.Declined):  # unless every family is declined (an error)
-            self.models.refuse_if_all_declined(impl, self.families)
-            built = self.models.precise(impl, family)
-        if isinstance(built, loading.Declined):
-            pytest.skip(built.reason)
-        if isinstance(built, loading.Broken) and built.hung:
-            raise Hung(f"hung before any contract ran: {built.reason}")
-        if isinstance(built, loading.Broken):
-            if (impl_name, family, dtype) in self.unusable_reported:  # one full line per model, not one per contract
-                raise harness.UnusableAsBefore(f"{impl_name} cannot be used for {family}: see its first error")
-            self.unusable_reported.add((impl_name, family, dtype))
-            if dtype is None:
-                self.report.impls[impl_name].unusable[family] = built.reason
-            pytest.fail(built.reason, pytrace=False)
-        if dtype is None:
-            self.note_model(built)
-        return built
-
-    def canonical(self, impl: loading.Impl, family: str, dtype: str, weights: str | None = None, device: str | None = None,
-                  **sizes) -> harness.CheckedModel:
-        """`impl` built from canonical weights (the run's for `family` unless given, of a spec with
-        other `sizes` if given), on the run's device unless given, or skip (it does not load them)."""
-        built = self.models.get(impl, family, dtype, weights or self.canonical_weights(family), device, **sizes)
-        if isinstance(built, loading.Declined):
-            pytest.skip(built.reason)
-        if isinstance(built, loading.Broken):
-            pytest.fail(f"{impl.name}, built from canonical weights: {built.reason}", pytrace=False)
-        if not (built.canonical_weights or built.weights_id):
-            pytest.skip(f"{impl.name} does not declare that it loads canonical weights "
-                        "(spec.weights; docs/weights.md says how)")
-        return built
-
-    def canonical_weights(self, family: str) -> str:
-        """The canonical weights file of `family` for this seed: the same in every xdist worker."""
-        if self.weights_dir is None:
-            self.weights_dir = tempfile.mkdtemp(prefix="conformance-weights-")
-        path = pathlib.Path(self.weights_dir, f"{family}-seed{self.seed}.safetensors")
-        if not path.exists():
-            spec = ModelSpec(family)
-            canonical.save(path, canonical.random_weights(spec, seed=self.seed))
-        return str(path)
-
-    def describe(self, impl: loading.Impl) -> None:
-        """Build the first family's model now, so the header can name backend, version and device."""
-        if impl.error:
-            return
-        built = self.models.precise(impl, self.families[0])
-        if isinstance(built, harness.CheckedModel):
-            self.note_model(built)
-
-    def note_model(self, model: harness.CheckedModel) -> None:
-        info = self.report.impls[model.impl_name]
-        adapter = model.adapter
-        # Plain str: these travel from xdist workers, which cannot send torch's TorchVersion.
-        info.backend = str(getattr(adapter, "backend", "?"))
-        info.framework_version = str(getattr(adapter, "framework_version", "?"))
-        info.device = str(getattr(adapter, "device", "?"))
-        info.dtypes[model.family] = model.dtype + (f" ({model.note})" if model.note else "")
+    def __init__(self, session: ConformanceSession, config):
+        self.session = session
+        self.config = config
 
     # Results arrive here in this process (serial) or from the workers (xdist), one report at a time.
     def pytest_runtest_logreport(self, report):
-        if self.worker is not None:
+        session = self.session
+        if session.worker is not None:
             return
-        added = False
-        for name, value in report.user_properties:
-            if name == RESULT:
-                self.report.add(Result(**value))
-                added = True
-            elif name == IMPL_INFO:
-                self.merge_impl_info(value)
-            elif name == LOGITS:
-                self.report.add_logits(**value)
-        if added and self.report_path and time.time() - self.report.written > 1:  # a killed run still leaves a report
-            self.report.write(self.report_path)
+        if session.journal and report.user_properties:
+            session.journal.write(properties=report.user_properties)
+        added = absorb(session.report, report.user_properties)
+        if added and session.report_path and time.time() - session.report.written > 1:  # a killed run still leaves a report
+            self.write_report()
 
-    def merge_impl_info(self, value: dict) -> None:
-        info = self.report.impls[value["name"]]
-        for field in ("backend", "framework_version", "device", "error"):
-            if value[field] not in ("?", ""):
-                setattr(info, field, value[field])
-        info.dtypes.update(value["dtypes"])
-        info.unusable.update(value["unusable"])
+    # A supervised child's journal says which contract ran when the child ended (conformance/supervisor.py).
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self.session.journal:
+            self.session.journal.write(start=nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        if self.session.journal:
+            self.session.journal.write(end=nodeid)
+
+    def write_report(self) -> list[pathlib.Path]:
+        return write_report(self.session, self.config)
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_make_scheduler(self, config, log):
@@ -195,82 +85,103 @@ class ConformanceSession:
             return None
         from .scheduling import ByModel
 
-        return ByModel(config, log, self.model_of)
-
-    def model_of(self, nodeid: str) -> str | None:
-        result = self.result_from_nodeid(nodeid)
-        return f"{result.impl}-{result.family}" if result else None
+        return ByModel(config, log, self.session.faults.selected)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
-        node.workerinput[FAULTS_DIR] = str(self.faults.dir)
+        node.workerinput[FAULTS_DIR] = str(self.session.faults.dir)
 
     def pytest_sessionstart(self, session):
-        if self.worker is not None:
-            # The signal and stack of a crash, for the controller to name (see pytest_handlecrashitem).
-            self.crash_log = self.faults.crash_log(self.worker["workerid"]).open("w")
-            faulthandler.enable(self.crash_log)
-        else:
-            if self.report_path and not session.config.option.collectonly:
-                self.report.write(self.report_path)  # "running": what a run that dies before any verdict leaves
-                self.report.written = 0.0  # the first result is written at once, however soon it comes
+        state = self.session
+        state.pytest_session = session
+        if state.worker is not None or state.supervision is not None:
+            # The signal and stack of a crash, and the watchdog's dump of a hang in native code, for
+            # the process watching this one to name (pytest_handlecrashitem, the supervisor).
+            if state.worker:
+                state.crash_log = state.faults.crash_log(state.worker["workerid"]).open("w")
+            else:  # opened before the implementations were imported; pytest's faulthandler plugin took it over since
+                state.crash_log = state.supervision.crash_file
+            faulthandler.enable(state.crash_log)
+            WATCHDOG.file = state.crash_log
+        elif session.config.stash.get(OWN_STDERR, None) is not None:  # a command-line run that nothing watches
+            WATCHDOG.file = session.config.stash[OWN_STDERR]
+        if state.worker is None:
+            if state.report_path and not session.config.option.collectonly:
+                self.write_report()  # "running": what a run that dies before any verdict leaves
+                state.report.written = 0.0  # the first result is written at once, however soon it comes
             if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
                 # An outer timeout's SIGTERM ends the run like Ctrl-C: the session finishes and writes the report.
                 signal.signal(signal.SIGTERM, interrupt)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem, report, sched):
-        """A worker died running `crashitem`: name the signal and the model's frame, and have the
-        implementation's other contracts reported as not run rather than crash worker after worker."""
-        result = self.result_from_nodeid(crashitem)
-        if result is None:
-            return
+        """A worker died running `crashitem`: name the signal and the model's frame (or, where the
+        watchdog ended a hang in native code, say so), and have the implementation's other contracts
+        (of that family, for a hang) reported as not run rather than crash or hang worker after worker."""
+        state = self.session
+        result = state.faults.result_of_nodeid(crashitem)
         worker = report.node.gateway.id
-        log = self.faults.crash_log(worker)
-        what = crash_summary(log.read_text(errors="replace") if log.exists() else "")
-        self.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
-        result.outcome = "crashed"
-        result.message = f"[{result.contract}] crashed its worker process {worker}: {what}"
-        report.longrepr = f"{result.message}\n  reproduce: {reproduce_line(crashitem, result.impl, self.seed, self.reference.name, self.device)}"
+        log = state.faults.crash_log(worker)
+        log = log.read_text(errors="replace") if log.exists() else ""
+        hang, what = hang_summary(log, state.timeout), crash_summary(log, exit_status(report.node))
+        if hang:
+            result.outcome, result.message = "hung", f"[{result.contract}] {hang}"
+            if result.impl:
+                state.faults.record(f"{result.impl}/{result.family}",
+                                    f"not run: {result.impl}-{result.family} hung in {result.contract} (in native code)")
+        else:
+            result.outcome, result.message = "crashed", f"[{result.contract}] crashed its worker process {worker}: {what}"
+            if result.impl:
+                state.faults.record(result.impl, f"not run: {result.impl} crashed worker {worker} in {result.contract} ({what})")
+        report.longrepr = f"{result.message}\n  reproduce: {reproduce_line(crashitem, result.impl, state.seed, state.reference.name, state.device)}"
         report.user_properties.append((RESULT, dataclasses.asdict(result)))
-        self.report.crashes.append(f"{crashitem}: {what}")
-
-    def result_from_nodeid(self, nodeid: str) -> Result | None:
-        """A contract's result from its node id alone: the controller has no items to ask."""
-        path, _, name = nodeid.partition("::")
-        function, _, params = name.partition("[")
-        impl = max((i.name for i in self.impls if params.startswith(f"{i.name}-")), key=len, default=None)
-        if impl is None:
-            return None
-        family, _, case = params[len(impl) + 1 :].rstrip("]").partition("-")
-        area = pathlib.Path(path).stem.removeprefix("test_")
-        return Result(nodeid, impl, family, area, function.removeprefix("test_"), case, "", "", 0.0)
+        if not hang:
+            state.report.crashes.append(f"{crashitem}: {what}")
 
     def pytest_unconfigure(self, config):
-        if self.crash_log is not None:
+        state = self.session
+        if state.journal and state.pytest_session is not None:
+            state.journal.write(finished=int(state.pytest_session.exitstatus))
+        if WATCHDOG.file is not None:
+            WATCHDOG.disarm()
+            WATCHDOG.file = None
+        if state.crash_log is not None:
             faulthandler.disable()
-            self.crash_log.close()
+            state.crash_log.close()
         if signal.getsignal(signal.SIGTERM) is interrupt:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if self.owns_faults_dir:
-            shutil.rmtree(self.faults.dir, ignore_errors=True)
-        if self.weights_dir:
-            shutil.rmtree(self.weights_dir, ignore_errors=True)
+        if state.owns_faults_dir:
+            shutil.rmtree(state.faults.dir, ignore_errors=True)
+        if state.weights_dir:
+            shutil.rmtree(state.weights_dir, ignore_errors=True)
+        if state.report_lock is not None:
+            state.report_lock.release()
+
+
+def write_report(session: ConformanceSession, config) -> list[pathlib.Path]:
+    """The report's files, or [] where they cannot be written: said once, and the run goes on
+    (the terminal has every verdict; the last write, at the end, tries again)."""
+    try:
+        return session.report.write(session.report_path)
+    except OSError as exc:
+        session.report.written = time.time()  # not again at once: on the next result a second later
+        problem = f"cannot write the conformance report {session.report_path}: {exc.strerror or exc}"
+        if problem != session.report_problem:
+            session.report_problem = problem
+            terminal = config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None:
+                if config.get_terminal_writer().width_of_current_line:  # after -q's progress dots
+                    terminal.write("\n")
+                terminal.write_line(f"WARNING: {problem}; the run goes on", yellow=True, bold=True)
+        return []
 
 
 def interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-def split_list(values) -> list[str]:
-    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
-
-
-def read_id_file(path) -> list[str]:
-    if not path:
-        return []
-    lines = pathlib.Path(path).read_text().splitlines()
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    """SIGTERM ends the run as Ctrl-C does, once: a second one (a supervisor passes on the one an
+    outer timeout sent to both) must not cut short the writing of the report."""
+    if not getattr(interrupt, "received", False):
+        interrupt.received = True
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def pytest_addoption(parser):
@@ -293,15 +204,32 @@ def pytest_addoption(parser):
                          "same canonical weights (default numpy: the executable specification)")
     group.addoption("--conformance-report", default=None, metavar="PATH",
                     help="also write the report as PATH.json and PATH.md")
+    group.addoption("--no-conformance-supervisor", dest="conformance_supervisor", action="store_false", default=True,
+                    help="run the models in pytest's own process, not in a child process it watches: a model that "
+                         "ends the process (os._exit, a crash) then ends the run without verdicts (for debuggers and "
+                         "profilers that follow one process)")
     group.addoption("--xfails-file", default=None, metavar="PATH",
                     help="file of test ids (or id prefixes) that are known failures, one per line, # comments")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """A serial run from the command line runs its session in a child process this one watches
+    (conformance/supervisor.py); this process returns the run's exit code when the child is done."""
+    if supervisor.wanted(config):
+        return supervisor.supervise(config)
+    if supervisor.owns_process(config):  # unsupervised on request: the watchdog's dump goes to the terminal
+        config.stash[OWN_STDERR] = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+    return None
 
 
 def pytest_configure(config):
     check_options(config)
     if config.getoption("impl") or config.getoption("xfails_file"):
-        config.stash[STASH] = ConformanceSession(config)
-        config.pluginmanager.register(config.stash[STASH], "conformance-session")
+        lock = lock_report(config)
+        config.stash[STASH] = ConformanceSession(config, supervisor.supervised(config))
+        config.stash[STASH].report_lock = lock
+        config.pluginmanager.register(RunHooks(config.stash[STASH], config), "conformance-session")
 
 
 def check_options(config) -> None:
@@ -322,14 +250,38 @@ def check_options(config) -> None:
     xfails = opt("xfails_file")
     if xfails and not pathlib.Path(xfails).is_file():
         raise pytest.UsageError(f"--xfails-file={xfails}: no such file")
+    try:
+        read_id_file(xfails)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--xfails-file={xfails}: {exc}") from None
     report = opt("conformance_report")
     if report:
         blocker = next((p for p in pathlib.Path(report).absolute().parents if p.exists() and not p.is_dir()), None)
         if blocker:
             raise pytest.UsageError(f"--conformance-report={report}: cannot write under {blocker}, which is a file")
+        if not hasattr(config, "workerinput"):  # xdist's workers write no report
+            try:
+                check_writable(report)
+            except OSError as exc:
+                raise pytest.UsageError(f"--conformance-report={report}: cannot write in {report_stem(report).parent.absolute()}: "
+                                        f"{exc.strerror or exc}") from None
 
 
-CHOOSE_IMPL = "pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"
+def lock_report(config) -> ReportLock | None:
+    """The report path's lock, held by the process that writes the report until the run ends."""
+    report = config.getoption("conformance_report")
+    if not report or hasattr(config, "workerinput") or config.option.collectonly:
+        return None
+    lock = ReportLock(report, owner=os.getppid() if supervisor.supervised(config) else None)
+    try:
+        lock.acquire()
+    except ReportInUse as exc:
+        raise pytest.UsageError(f"--conformance-report={report}: another run ({exc}) is writing this report; "
+                                "let it finish, or choose another path") from None
+    return lock
+
+
+CHOOSE_IMPL = f"pass --impl=torch (or {', '.join(name for name in loading.BUILTIN if name != 'torch')}, module:factory)"
 
 
 def session_of(config) -> ConformanceSession | None:
@@ -340,12 +292,16 @@ def pytest_report_header(config):
     session = session_of(config)
     if session is None or session.worker is not None:
         return None
-    if not session.controller:  # under xdist only workers run models: one that crashes must not take this process
+    # Under xdist only workers run models: one that crashes must not take this process. A supervised
+    # child builds them once it knows the contracts, so that a crash then is named by contract.
+    if not session.controller and session.supervision is None:
         for impl in session.impls:
             session.describe(impl)
     threads = f"{session.threads} thread(s) per framework" if session.threads else "threads as OMP_NUM_THREADS says"
     lines = [f"conformance: seed {session.seed}, per-contract timeout {session.timeout:g}s, {threads}, "
              f"families {', '.join(session.families)}"]
+    if config.stash.get(OWN_STDERR, None) is not None:  # a serial command-line run that nothing watches
+        lines.append(f"  models run in pytest's own process ({supervisor.why_not(config)}): one that ends it ends the run")
     return lines + ["  " + line for line in session.report.header_lines()[1:]]
 
 
@@ -381,6 +337,13 @@ def pytest_collection_modifyitems(session, config, items):
             for impl in unloadable.values()
         ]
         contracts = [item for item in contracts if item not in dropped]
+    # Every process that runs contracts records what each node id is about, for the one that must
+    # name a contract from its node id alone (xdist's controller, when a worker crashes).
+    state.faults.write_selected([identity(item) for item in contracts])
+    state.report.selected = len(contracts)
+    if state.done:  # a supervised run going on after a crash: the verdicts it has stand (and are counted at the end)
+        items[:] = [item for item in items if item.nodeid not in state.done]
+        contracts = [item for item in contracts if item.nodeid not in state.done]
     for item in contracts:
         # A hanging model fails its contract and the run goes on (the timer: pytest_timeout_set_timer).
         item.add_marker(pytest.mark.timeout(state.timeout, method="signal"))
@@ -389,6 +352,15 @@ def pytest_collection_modifyitems(session, config, items):
     for id_ in state.xfail_ids:
         if not any(matches(id_, nodeid) for nodeid in collected):
             config.issue_config_time_warning(pytest.PytestWarning(f"--xfails-file id matches no test: {id_}"), 2)
+            continue
+        marked = [item for item in contracts if matches(id_, item.nodeid)]
+        impls = dict.fromkeys(item.callspec.params["model"][0] for item in marked)
+        names = dict.fromkeys(contract_of(item) for item in marked)
+        if len(impls) > 1 or len(names) > 1:  # a known failure is one contract of one implementation
+            config.issue_config_time_warning(pytest.PytestWarning(
+                f"--xfails-file id {id_} marks {len(marked)} tests of {len(impls)} implementation(s) and {len(names)} "
+                f"contract(s) as known failures ({', '.join(list(names)[:3])}{', ...' if len(names) > 3 else ''}): "
+                "list each known failure by its contract and implementation"), 2)
 
 
 class ImplementationUnavailable(pytest.Item):
@@ -420,6 +392,13 @@ def pytest_collection_finish(session):
     for impl_name, family in dict.fromkeys(i.callspec.params["model"] for i in session.items if is_contract(i)):
         wanted.setdefault(impl_name, []).append(family)
     for impl_name, families in wanted.items():
+        families = [f for f in families if not state.faults.find(impl_name, f"{impl_name}/{f}")]  # crashed or hung before
+        for family in families:
+            if state.journal:  # a crash or a hang in native code here is the model's: the supervisor says so
+                state.journal.write(trying=[impl_name, family])
+            state.models.precise(state.impl(impl_name), family)
+            if state.journal:
+                state.journal.write(tried=[impl_name, family])
         state.models.refuse_if_all_declined(state.impl(impl_name), families)
         for family in families:
             built = state.models.precise(state.impl(impl_name), family)
@@ -429,9 +408,16 @@ def pytest_collection_finish(session):
                 state.report.impls[impl_name].unusable[family] = built.reason
 
 
+ID_BOUNDARIES = ("::", "[", "-", "]", "/")
+
+
 def matches(id_: str, nodeid: str) -> bool:
-    """An id names a test by its full node id or one without the directories, or any prefix of those."""
-    return nodeid.startswith(id_) or nodeid.rsplit("/", 1)[-1].startswith(id_)
+    """An id names a test by its full node id or one without the directories, or a prefix of those
+    that ends where a part of the id ends (before `::`, `[`, `-`, `]`, or after a `/`): `t` names no
+    test, `test_errors.py` every test in that file, `...[torch` every case of torch."""
+    return any(
+        name.startswith(id_) and (len(name) == len(id_) or name[len(id_):].startswith(ID_BOUNDARIES) or id_.endswith(ID_BOUNDARIES))
+        for name in (nodeid, nodeid.rsplit("/", 1)[-1]))
 
 
 def is_contract(item) -> bool:
@@ -475,11 +461,14 @@ def weights_held(model: harness.CheckedModel) -> str:
 def golden_pair(request, model):
     """(this implementation built from the golden weights of its family, the golden vectors)."""
     session = session_of(request.config)
-    weights = str(golden.weights_path(model.family))
+    try:  # the suite's own files: a damaged one is named, not blamed on the factory that reads it
+        weights, vectors = str(golden.verify(golden.weights_path(model.family))), golden.load(model.family)
+    except golden.DamagedFile as exc:
+        pytest.fail(str(exc), pytrace=False)
     own = session.canonical(session.impl(model.impl_name), model.family, model.dtype, weights, **golden.SIZES)
     if not own.canonical_weights:
         pytest.skip(f"{own.impl_name} holds {weights_held(own)}, not the golden canonical weights")
-    return own, golden.load(model.family)
+    return own, vectors
 
 
 @pytest.fixture
@@ -571,7 +560,7 @@ def pytest_runtest_makereport(item, call):
     excinfo = call.excinfo
     cause = ""
     if report.failed and excinfo is not None:
-        line = verdict_line(item, excinfo, session)
+        line = clean(verdict_line(item, excinfo, session), limit=None)  # whatever of a model's text it holds
         if line:
             cause, line = findings.explain(contract_of(item), item.funcargs.get("model"), excinfo.value, item.callspec.params, line)
             again = excinfo.errisinstance(harness.UnusableAsBefore)
@@ -651,9 +640,16 @@ def reproduce_args(nodeid: str, impl_name: str, seed: int, reference: str = DEFA
             + ([f"--device={device}"] if device != DEFAULT_DEVICE else []))
 
 
-def result_of(item, report, excinfo, session, cause: str = "") -> Result:
+def identity(item) -> dict:
+    """What a contract's result is about, from the item's parameters: never parsed from its node id,
+    which pytest escapes (non-ASCII) and whose parts may hold '-', '[' or '::' themselves."""
     impl_name, family = item.callspec.params["model"]
     case = item.callspec.params.get("case")
+    return {"nodeid": item.nodeid, "impl": impl_name, "family": family, "contract": contract_of(item),
+            "area": item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"), "case": str(case) if case is not None else ""}
+
+
+def result_of(item, report, excinfo, session, cause: str = "") -> Result:
     if hasattr(report, "wasxfail"):
         outcome = "xfailed" if report.skipped else "xpassed"
     elif excinfo is not None and excinfo.errisinstance(Hung):
@@ -669,19 +665,8 @@ def result_of(item, report, excinfo, session, cause: str = "") -> Result:
         message = str(excinfo.value)
     elif report.longrepr is not None:
         message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr).splitlines()[0]
-    return Result(
-        nodeid=item.nodeid,
-        impl=impl_name,
-        family=family,
-        area=item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"),
-        contract=contract_of(item),
-        case=str(case) if case is not None else "",
-        outcome=outcome,
-        message=message,
-        duration=round(report.duration, 4),
-        reproduce=reproduce(item, session) if outcome in FAILING else "",
-        cause=cause if outcome in FAILING else "",
-    )
+    return Result(**identity(item), outcome=outcome, message=message, duration=round(report.duration, 4),
+                  reproduce=reproduce(item, session) if outcome in FAILING else "", cause=cause if outcome in FAILING else "")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -691,9 +676,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not session.report.results and not session.contracts_collected:
         return  # a run of other tests that shares --impl (pytest benchmarks/): no conformance to report
     session.report.status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "finished"
+    if session.controller:  # what the workers selected
+        session.report.selected = len(session.faults.selected()) or None
+    if session.report.missing() and session.pytest_session.exitstatus == pytest.ExitCode.OK:
+        session.pytest_session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a run passes only when every contract has a verdict
+    if session.done:
+        supervisor.count_earlier_verdicts(terminalreporter, session)
     tw = config.get_terminal_writer()
     terminalreporter.section("conformance report")
     terminalreporter.write(session.report.render_terminal(width=max(tw.fullwidth, 100), color=tw.hasmarkup))
-    if session.report_path:
-        for path in session.report.write(session.report_path):
-            terminalreporter.write_line(f"conformance report written to {path}")
+    if not session.report_path:
+        return
+    paths = write_report(session, config)
+    for path in paths:
+        terminalreporter.write_line(f"conformance report written to {path}")
+    if not paths:
+        terminalreporter.write_line(f"ERROR: {session.report_problem}: no report was written", red=True, bold=True)
+        if session.pytest_session.exitstatus == pytest.ExitCode.OK:  # CI must not pass without the report it asked for
+            session.pytest_session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,13 +1,21 @@
 """The conformance report: implementation x family x contract, in the terminal, JSON and Markdown."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import os
 import pathlib
 import platform
+import secrets
 import sys
 import time
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 from rich.console import Console
@@ -15,6 +23,7 @@ from rich.table import Table
 
 from . import findings
 from .assertions import relative_error
+from .text import clean, code_span, markdown
 
 # Worst first: a contract's cell shows the worst outcome over its shape cases. crashed: the model
 # killed its process; hung: it ran past the timeout; not run: its model had crashed or hung before.
@@ -26,8 +35,8 @@ STYLE = {"crashed": "bold red", "hung": "bold red", "error": "bold red", "failed
          "xpassed": "yellow", "xfailed": "yellow", "passed": "green", "skipped": "dim"}
 FAULTS = ("crashed", "hung", "error", "failed")  # listed with their messages in the Markdown report
 INCOMPLETE = {
-    "running": "INCOMPLETE: written while the run was going on, which ended before it finished the report (a "
-               "crash kills a serial run: pytest -n 1 isolates crashes in a worker process and reports them)",
+    "running": "INCOMPLETE: written while the run was going on, which ended before it finished the report (its "
+               "process was killed, or a model ended a run in which nothing watched it: --no-conformance-supervisor)",
     "interrupted": "INCOMPLETE: the run was interrupted; contracts after that have no verdict",
 }
 DIFFERENCES_TITLE = ("Cross-framework differences: max relative difference of teacher-forced logits, "
@@ -74,9 +83,12 @@ class Report:
         # "running" in every write before the last: a report left so was cut short (a serial run's
         # process crashed, or was killed); "interrupted" (Ctrl-C, SIGTERM) or "finished" at the end.
         self.status = "running"
+        self.selected: int | None = None  # contracts selected to run, where known: each must get a verdict
+        self.ended = ""  # status "crashed": how the run's process ended (conformance/supervisor.py)
         self.findings_problem = ""  # why the findings are missing, if they are
 
     def add(self, result: Result) -> None:
+        result.message = clean(result.message, limit=1000)  # a model's part in it is cut at its source
         self.results.append(result)
 
     def add_logits(self, family: str, case: str, impl: str, dtype: str, logits) -> None:
@@ -147,24 +159,39 @@ class Report:
             f"outcome over the contract's shape cases, which pytest counts one by one ({len(self.results)} here)"
         )
 
+    def missing(self) -> int:
+        """Selected contracts without a verdict (0 where the selection is not known)."""
+        return max(0, (self.selected or 0) - len({r.nodeid for r in self.results}))
+
+    def incomplete(self) -> str:
+        """Why the report does not hold every verdict of the run, or ''."""
+        if self.status == "crashed":
+            return f"INCOMPLETE: {self.ended}; the contracts it had not run have no verdict"
+        if self.status != "finished":
+            return INCOMPLETE[self.status]
+        if self.missing():
+            return f"INCOMPLETE: {self.missing()} of the {self.selected} contracts selected have no verdict"
+        return ""
+
     def header_lines(self) -> list[str]:
         lines = [f"seed {self.seed}; python {platform.python_version()} on {platform.platform()}"]
-        if self.status != "finished":
-            lines.append(INCOMPLETE[self.status])
+        if self.incomplete():
+            lines.append(self.incomplete())
         for info in self.impls.values():
             if info.error:
                 lines.append(f"{info.name} ({info.target}): {info.error}")
                 continue
             unusable = "; ".join(f"{family}: {reason}" for family, reason in info.unusable.items())
             if info.backend == "?" and not info.dtypes:
-                lines.append(f"{info.name} ({info.target}): {unusable or 'no model was built'}")
+                built = "no model was built" if self.status != "running" else "no model built yet"
+                lines.append(f"{info.name} ({info.target}): {unusable or built}")
                 continue
             dtypes = ", ".join(f"{fam} {dt}" for fam, dt in info.dtypes.items())
             lines.append(
                 f"{info.name} ({info.target}): backend {info.backend} {info.framework_version}, "
                 f"device {info.device}; {dtypes}" + (f"; {unusable}" if unusable else "")
             )
-        lines += [f"crashed a worker: {crash}" for crash in self.crashes]
+        lines += [f"crashed: {crash}" for crash in self.crashes]
         return lines + ([self.findings_problem] if self.findings_problem else [])
 
     # Terminal
@@ -250,38 +277,119 @@ class Report:
             lines += ["## Findings", "", findings.summary(found), ""]
             lines += [findings.markdown(finding, number) for number, finding in enumerate(found, 1)]
             lines += [""]
-        lines += [f"- {line}" for line in self.header_lines()]
+        lines += [f"- {markdown(line)}" for line in self.header_lines()]
         lines += ["", "| area | contract | " + " | ".join(families) + " |", "|---|---|" + "---|" * len(families)]
         for area, contract in self.rows():
             marks = ["".join(GLYPH.get(o, " ") for o in self.cell(cells, f, area, contract)) for f in families]
             lines.append(f"| {area} | {contract} | " + " | ".join(marks) + " |")
-        lines += ["", self.legend(), ""]
+        lines += ["", markdown(self.legend()), ""]
         if self.logits:
             header, rows = self.render_differences()
             lines += [f"## {DIFFERENCES_TITLE}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines += ["| " + " | ".join(map(markdown, row)) + " |" for row in rows]
             lines.append("")
         failures = [r for r in self.results if r.outcome in FAULTS]
         follows = findings.follows_from(found)
         if failures:
             lines += ["## Failures", ""]
-            lines += [f"- `{r.nodeid}`: {r.message}" + (f" (follows from: {follows[r.nodeid]})" if r.nodeid in follows else "")
+            lines += [f"- {code_span(r.nodeid)}: {markdown(r.message)}" + (f" (follows from: {markdown(follows[r.nodeid])})"
+                                                                              if r.nodeid in follows else "")
                       for r in failures]
         return "\n".join(lines) + "\n"
 
     def write(self, path: str) -> list[pathlib.Path]:
-        """PATH.json, PATH.md and PATH.html (a .json, .md or .html suffix on PATH is taken as the stem's)."""
+        """PATH.json, PATH.md and PATH.html (see `report_paths`). Each file is replaced whole, from a
+        temporary file of a name no other writer uses; OSError (a full disk) leaves no temporary behind."""
         from .html_report import render_html  # jinja2 loads only when a report is written
 
-        stem = pathlib.Path(path)
-        if stem.suffix in (".json", ".md", ".html"):
-            stem = stem.with_suffix("")
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = [stem.with_suffix(suffix) for suffix in (".json", ".md", ".html")]
+        paths = report_paths(path)
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
         texts = (json.dumps(self.as_dict(), indent=1), self.render_markdown(), render_html(self))
         for target, text in zip(paths, texts):
-            partial = target.with_suffix(target.suffix + ".partial")
-            partial.write_text(text)
-            partial.replace(target)  # a run killed mid-write still leaves the previous report whole
+            replace_whole(target, text)
         self.written = time.time()
         return paths
+
+
+SUFFIXES = (".json", ".md", ".html")
+
+
+def report_stem(path) -> pathlib.Path:
+    """PATH without a .json, .md or .html suffix; any other dot is the user's name (conformance.torch)."""
+    stem = pathlib.Path(path)
+    return stem.with_suffix("") if stem.suffix in SUFFIXES else stem
+
+
+def report_paths(path) -> list[pathlib.Path]:
+    """PATH.json, PATH.md, PATH.html."""
+    stem = report_stem(path)
+    return [stem.with_name(stem.name + suffix) for suffix in SUFFIXES]
+
+
+def replace_whole(target: pathlib.Path, text: str) -> None:
+    """`target` holds `text` or what it held before, never a part: a run killed mid-write, or two
+    runs writing at once, leave a whole file (mode as the umask says, like any other file)."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    try:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+
+
+def check_writable(path) -> None:
+    """OSError unless the report's folder can be created and a file written in it."""
+    folder = report_stem(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".{report_stem(path).name}.{os.getpid()}.{secrets.token_hex(4)}.probe"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+class ReportInUse(Exception):
+    """Another run holds the lock of a report path."""
+
+
+class ReportLock:
+    """One run writes a report path at a time: the first takes PATH's lock (fcntl.flock, released by
+    the kernel when its process ends, however it ends), and a second run with the same path is
+    refused instead of overwriting a report still in progress. The lock file holds the owner's pid."""
+
+    def __init__(self, path, owner: int | None = None):
+        self.path = report_stem(path).with_name(f".{report_stem(path).name}.lock")
+        self.owner = owner or os.getpid()  # the pid the user knows the run by
+        self.file = None
+
+    def acquire(self) -> None:
+        if fcntl is None:  # Windows: no flock; two runs on one path are then the user's to avoid
+            return
+        while self.file is None:
+            file = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                owner = file.read().strip() or "?"
+                file.close()
+                raise ReportInUse(owner) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(file.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its owner removed it between our open and our lock: lock the file there now
+                file.close()
+                continue
+            file.truncate(0)
+            file.write(f"pid {self.owner} on {platform.node()}")
+            file.flush()
+            self.file = file
+
+    def release(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.file.close()
+            self.file = None

@@ -15,12 +15,16 @@ from xdist.scheduler import LoadScopeScheduling
 class ByModel(LoadScopeScheduling):
     """xdist's load-scope scheduling with the model a contract runs on as its scope."""
 
-    def __init__(self, config, log, model_of: Callable[[str], str | None]):
+    def __init__(self, config, log, selected: Callable[[], dict[str, dict]]):
         super().__init__(config, log)
-        self.model_of = model_of  # node id -> "impl-family", or None for a test that is not a contract
+        self.selected = selected  # node id -> what the contract is about, as the workers collected it (faults.py)
+        self.contracts: dict[str, dict] | None = None
 
     def _split_scope(self, nodeid: str) -> str:
-        return self.model_of(nodeid) or nodeid
+        if self.contracts is None:  # read once the workers have collected
+            self.contracts = self.selected()
+        entry = self.contracts.get(nodeid)
+        return f"{entry['impl']}-{entry['family']}" if entry and entry.get("impl") else nodeid
 
     def _reschedule(self, node) -> None:
         # A worker that replaces a crashed one gets work once it has collected: xdist 3.8's load-scope

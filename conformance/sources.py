@@ -197,11 +197,18 @@ class Source:
         return src if self.kind == "tokens" else np.asarray(src, dtype=dtype)
 
 
+def example_shape(spec) -> tuple[int, ...]:
+    """One example's shape beyond batch and steps, from the spec's sizes: () for token ids, (num_features,)
+    for frames, (channels, height, width) for images."""
+    return {"tokens": (), "frames": (spec.num_features,), "images": (spec.channels, spec.height, spec.width)}[
+        kind_of(spec.family)]
+
+
 def source_of(spec, vocab, encoder_lengths=None, fixed_steps=None) -> Source:
     """The source of `spec.family` with what the model declared (conformance.Declared); ValueError
     says what is inconsistent."""
     kind = kind_of(spec.family)
-    shape = {"tokens": (), "frames": (spec.num_features,), "images": (spec.channels, spec.height, spec.width)}[kind]
+    shape = example_shape(spec)
     if kind == "images" and (encoder_lengths is not None or fixed_steps is not None):
         raise ValueError("encoder_lengths or fixed_src_steps for images, which have neither lengths nor steps")
     if fixed_steps is not None and (not isinstance(fixed_steps, (int, np.integer)) or fixed_steps < 1):

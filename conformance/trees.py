@@ -18,6 +18,8 @@ import warnings
 import numpy as np
 import optree
 
+from .text import clean
+
 NAMESPACE = "conformance"  # optree registry of the state codecs; the default registry stays untouched
 CODECS: dict[type, tuple] = {}  # class -> (flatten, unflatten), as registered
 
@@ -75,7 +77,7 @@ def codec_call(cls: type, which: str, *args):
     except Exception as exc:
         call = "flatten(obj)" if which == "flatten" else "unflatten(aux, children)"
         raise StateCodecError(f"the state codec registered for {qualified_name(cls)} raised in {call}: "
-                              f"{type(exc).__name__}: {exc}") from exc
+                              f"{clean(type(exc).__name__, 100)}: {clean(exc)}") from exc
 
 
 def has_codec(x) -> bool:

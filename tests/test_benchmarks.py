@@ -14,9 +14,10 @@ import pytest
 from asv.results import Results
 
 from benchmarks import compare, loops, paired, plot, regression_selftest
-from benchmarks.backends import Unavailable, subject
+from benchmarks.backends import Unavailable, peers, subject
 from benchmarks.implementations import impl_subject
 from benchmarks.workload import BACKENDS  # the asv grid's: torch, tensorflow, mxnet, onnxruntime, each its framework's name
+from tests.conformance_run import ported
 
 ROOT = compare.SUITE
 # A model of ours that is not a reference: the factory's module offers no greedy_decode.
@@ -31,11 +32,22 @@ def outside_xdist(**changes) -> dict:
 
 
 def test_every_side_by_side_case_runs_once():
-    """`pytest benchmarks/` without --benchmark-only decodes 8 tokens once per case, every backend."""
-    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider"],
-                         cwd=ROOT, capture_output=True, text=True, env=outside_xdist())
+    """`pytest benchmarks/` without --benchmark-only decodes 8 tokens once per case, every backend and
+    family, each family on its kind of source (frames, images); a backend with no reference of a
+    family yet skips its cases saying so, one that has it decodes (one thread: a smoke run, not figures)."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "-v", "-rs", "-p", "no:cacheprovider"],
+                         cwd=ROOT, capture_output=True, text=True, env=outside_xdist(BENCH_THREADS="1"))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " failed" not in run.stdout and " error" not in run.stdout
+    outcomes = dict(re.findall(r"::test_decode\[(\S+)\] (PASSED|SKIPPED)", run.stdout))
+    for backend in BACKENDS:
+        have = ported("torch" if backend == "onnxruntime" else backend)  # onnxruntime: the torch references exported
+        for family in ("speech", "captioning"):
+            for case in (f"{backend}-{family}-{mode}-B{batch}" for mode in ("cached", "recompute") for batch in (1, 32)):
+                assert outcomes.get(case) == ("PASSED" if family in have else "SKIPPED"), (case, outcomes.get(case))
+            if family not in have:
+                assert f"declined {family}/float32: " in run.stdout, f"no reason for {backend} {family}"
+    assert all(outcomes.get(f"torch-peer-{peer}-B1") in ("PASSED", "SKIPPED") for peer in peers("torch", "speech"))
 
 
 ASV = str(pathlib.Path(sys.executable).with_name("asv"))  # the installed environment's: the README's .venv/bin/asv
@@ -372,6 +384,10 @@ def make_model(spec):
 '''
 
 
+# --timeout covers a side's start too (import, build): 10 s failed the base side at load 11.
+HANG_LIMIT = 30
+
+
 def test_the_gate_fails_a_commit_whose_model_hangs_and_goes_on(tmp_path):
     """A head whose decoder hangs once timing has begun is killed after --timeout and fails at head
     (exit 1), naming the limit: the gate never waits on it."""
@@ -385,10 +401,54 @@ def test_the_gate_fails_a_commit_whose_model_hangs_and_goes_on(tmp_path):
     hangs = regression_selftest.commit(repo, "the decoder hangs")
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks.compare", "--impl=usermodel:make_model", f"--base={base}", f"--head={hangs}",
-         "--family=gru", "--batch=1", "--steps=8", "--pairs=4", "--timeout=10", f"--json={tmp_path / 'gate.json'}"],
+         "--family=gru", "--batch=1", "--steps=8", "--pairs=4", f"--timeout={HANG_LIMIT}", f"--json={tmp_path / 'gate.json'}"],
         cwd=repo, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert run.returncode == 1, run.stdout[-4000:] + run.stderr[-3000:]
     (case,) = json.loads((tmp_path / "gate.json").read_text())["cases"]
     assert case["status"] == "failed at head" and case["slower"], case
-    assert case["reason"].startswith("head: no answer within 10 s (--timeout)"), case["reason"]
+    assert case["reason"].startswith(f"head: no answer within {HANG_LIMIT} s (--timeout)"), case["reason"]
     assert "FAILED AT HEAD" in run.stdout
+
+
+def test_the_workload_draws_each_familys_kind_of_source():
+    """Token ids with lengths, 10 s of 80-feature frames with lengths, 3x112x112 images without: the same
+    arrays for every backend, in the workload's dtype, sized as the spec it builds models on says."""
+    from benchmarks import workload as W
+
+    tokens, token_lengths = W.source(2, "gru")
+    frames, frame_lengths = W.source(2, "speech")
+    images, no_lengths = W.source(2, "captioning")
+    assert tokens.shape == (2, W.SRC_LEN) and tokens.dtype == "int64" and token_lengths.tolist() == [W.SRC_LEN] * 2
+    assert frames.shape == (2, 1000, W.spec("speech").num_features) == (2, 1000, 80) and frames.dtype == W.DTYPE
+    assert frame_lengths.tolist() == [1000, 1000]
+    spec = W.spec("captioning")
+    assert images.shape == (2, spec.channels, spec.height, spec.width) == (2, 3, 112, 112) and no_lengths is None
+    assert (W.source(2, "speech")[0] == frames).all(), "the workload must be the same at every call"
+
+
+def test_pytest_benchmark_times_frames_and_images_through_both_loops(tmp_path):
+    """`pytest benchmarks/ --impl=onnxruntime --family=speech,captioning`: the exported references get the
+    workload's frames (with lengths) and images (without), through the interface loop and their native
+    loop, with figures."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "run.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "-rs", "--benchmark-only",
+         "--impl=onnxruntime", "--family=speech,captioning", "-k", "B1", f"--benchmark-json={out}"],
+        cwd=ROOT, capture_output=True, text=True, env=outside_xdist(BENCH_ROUNDS="1", BENCH_THREADS="1"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    timed = {(b["extra_info"]["family"], b["extra_info"]["loop"]): b for b in json.loads(out.read_text())["benchmarks"]}
+    assert set(timed) == {(family, f"{loop} loop") for family in ("speech", "captioning")
+                          for loop in ("interface-eager", "native")}
+    assert all(b["stats"]["median"] > 0 and b["extra_info"]["tokens"] == 32 for b in timed.values())
+
+
+def test_the_gates_sides_decode_frames_and_images():
+    """The gate's paired processes (benchmarks/paired.py) draw the family's own source: the torch speech
+    and captioning references each build, warm up and answer timed pairs (the same commit on both sides)."""
+    pytest.importorskip("torch")
+    env = dict(outside_xdist(), PYTHONPATH=str(ROOT), BENCH_THREADS="1", BENCH_TIMER="process")
+    for family in ("speech", "captioning"):
+        result = paired.measure(paired.Case("torch", family, 1, "native", 4), {"base": env, "head": env}, ROOT,
+                                min_pairs=2, max_pairs=2, seconds=0.0, timeout=120)
+        assert result.status == "compared" and len(result.base) == len(result.head) == 2, (family, result.reason)

@@ -12,7 +12,6 @@ import onnx  # noqa: E402
 from conformance import FAMILIES, ModelSpec, Unsupported  # noqa: E402
 from conformance.bridges import onnxruntime_bridge as bridge  # noqa: E402
 from conformance.bridges.onnxruntime_bridge import OnnxSeq2Seq  # noqa: E402
-from conformance.sources import kind_of  # noqa: E402
 from impls.onnxruntime.factory import exported  # noqa: E402
 from tests.conformance_run import all_contracts, not_applicable, run_conformance  # noqa: E402
 
@@ -23,16 +22,18 @@ def test_runtime_passes_every_contract_but_gradients_which_it_declines(pytester)
     run = run_conformance(pytester, "onnxruntime")
     assert run.outcome.ret == 0, "\n".join(run.messages())
     assert run.contracts("failed", "error") == set()
-    exported = [family for family in FAMILIES if kind_of(family) == "tokens"]  # speech, captioning: not yet
     outcomes = {(m["family"], m["contract"]): m["outcome"] for m in run.report["matrix"]}
-    assert outcomes == {(family, contract): "passed" if family in exported and contract not in GRADIENTS | not_applicable(family)
+    assert outcomes == {(family, contract): "passed" if contract not in GRADIENTS | not_applicable(family)
                         else "skipped" for family in FAMILIES for contract in all_contracts()}
-    skipped = {r["message"] for r in run.report["results"] if r["contract"] in GRADIENTS and r["family"] in exported}
+    skipped = {r["message"] for r in run.report["results"] if r["contract"] in GRADIENTS}
     assert all("ONNX Runtime runs the exported graphs forward only: no gradients" in m for m in skipped), skipped
     dtypes = run.report["implementations"][0]["dtypes"]
-    assert dtypes["transformer"] == "float64", dtypes  # every kernel it needs has a float64 version
-    for family in ("rnn", "gru", "lstm", "bahdanau", "mixed"):  # RNN, GRU and LSTM kernels are float32 only
+    # Every kernel they need has a float64 version (speech's convolutions exported as MatMuls in float64).
+    assert dtypes["transformer"] == dtypes["speech"] == "float64", dtypes
+    # RNN, GRU and LSTM kernels are float32 only, and so is Conv (captioning's CNN).
+    for family in ("rnn", "gru", "lstm", "bahdanau", "mixed", "captioning"):
         assert dtypes[family].startswith("float32 (float64 unavailable (") and "no kernel" in dtypes[family], dtypes[family]
+    assert "Could not find an implementation for Conv(11)" in dtypes["captioning"], dtypes["captioning"]
 
 
 def graphs(family="transformer", dtype="float64"):
@@ -142,3 +143,19 @@ def test_threads_reach_every_session():
         assert model.encoder.session.get_session_options().intra_op_num_threads == 1
     finally:
         bridge.threads = previous
+
+
+def test_frames_and_images_are_fed_by_their_kind():
+    """The exported speech encoder takes `input_features` with their lengths in frames and returns its
+    subsampled lengths; the captioning graphs take `pixel_values` and no length at all, any image size."""
+    speech = OnnxSeq2Seq(*(graphs("speech", "float32")[role] for role in ("encoder", "decoder")),
+                         init_state=graphs("speech", "float32")["init_state"], names={"src": "input_features"})
+    assert list(speech.encoder.inputs) == ["input_features", "src_valid_len"]
+    frames = np.random.default_rng(0).standard_normal((2, 19, 8)).astype(np.float32)
+    assert speech.encode(frames, np.array([19, 3]))["encoder_valid_lens"].tolist() == [5, 1]  # ((L-1)//2+1-1)//2+1
+    g = graphs("captioning", "float32")
+    captioning = OnnxSeq2Seq(g["encoder"], g["decoder"], init_state=g["init_state"], names={"src": "pixel_values"})
+    assert list(captioning.encoder.inputs) == ["pixel_values"] and list(captioning.init_graph.inputs) == ["encoder_outputs"]
+    images = np.random.default_rng(0).standard_normal((2, 3, 24, 32)).astype(np.float32)  # the spec's are 16x16
+    assert captioning.encode(images, None)["encoder_outputs"].shape == (2, 3 * 4, 32)  # a 3x4 grid
+    assert captioning.greedy(images, None, 1, 3).shape == (2, 3)

@@ -101,6 +101,30 @@ def test_factory_that_hangs_is_stopped_before_any_contract(pytester):
     assert run.outcome.duration < 30, "the factory is given up on once, not once per contract"
 
 
+def test_sys_exit_while_the_suite_first_tries_a_model_is_the_models_failure(pytester):
+    """sys.exit(0) in the model's first decode (the suite's smoke test, before any contract) fails
+    that model with one line; the implementation beside it keeps every verdict."""
+    run = run_conformance(pytester, f"{FAULTY}:sys_exit_on_first_try,torch", "--family=gru", "-k", "stepwise or eval_calls_agree")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, "unusable in float64 (decoder.forward(X of shape (2, 2), state) raised SystemExit: 0)")
+    assert set(run.verdicts("torch").values()) == {"passed"} and len(run.verdicts("torch")) == 8
+    assert set(run.verdicts(f"{FAULTY}:sys_exit_on_first_try").values()) == {"error"}
+    assert "INTERNALERROR" not in run.output
+
+
+@pytest.mark.parametrize("factory, text", [
+    ("sys_exit_in_decoder", "decoder.forward(X of shape (1, 1), state) raised SystemExit: 0"),
+    ("base_exception_in_decoder", "decoder.forward(X of shape (1, 1), state) raised ModelsOwnBaseException: the decoder gave up"),
+])
+def test_exit_or_base_exception_inside_a_contract_is_one_line(pytester, factory, text):
+    run = run_conformance(pytester, f"{FAULTY}:{factory},torch", "--family=gru", "-k", "stepwise")
+    assert run.outcome.ret == 1
+    assert_one_line_failures(run, text)
+    assert run.messages() == [f"[stepwise_equals_teacher_forced] {text}"]
+    assert "model = <" not in run.output, "a traceback of the harness"
+    assert set(run.verdicts("torch").values()) == {"passed"}
+
+
 @pytest.mark.parametrize("backend", [backend_param(b, b) for b in BACKENDS])
 def test_declined_family_is_skipped_with_the_reason(pytester, backend):
     run = run_conformance(pytester, f"tests.broken.{backend}_models:declines_transformer", "--family=gru,transformer",
@@ -181,12 +205,12 @@ def usage_error(pytester, *args):
 
 
 def test_no_impl_is_a_usage_error(pytester):
-    assert usage_error(pytester) == "ERROR: no implementation chosen: pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"
+    assert usage_error(pytester) == "ERROR: no implementation chosen: pass --impl=torch (or tensorflow, mxnet, numpy, onnxruntime, module:factory)"
 
 
 @pytest.mark.parametrize("args, line", [
-    (["--impl="], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"),
-    (["--impl=,"], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, module:factory)"),
+    (["--impl="], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, onnxruntime, module:factory)"),
+    (["--impl=,"], "ERROR: --impl is empty: pass --impl=torch (or tensorflow, mxnet, numpy, onnxruntime, module:factory)"),
     (["--impl=torch", "--xfails-file=no/such/xfails.txt"], "ERROR: --xfails-file=no/such/xfails.txt: no such file"),
     (["--impl=torch", "--conformance-seed=-1"], "ERROR: --conformance-seed=-1: a seed is 0 or more"),
     (["--impl=torch", "--conformance-timeout=0"], "ERROR: --conformance-timeout=0: the limit must be more than 0 seconds"),
@@ -253,3 +277,45 @@ def test_integer_logits_in_a_gradient_contract_name_the_dtype(pytester):
     assert run.outcome.ret == 1
     assert_one_line_failures(run, "returned logits of type int64, but should return a floating array")
     assert run.failed == {"encoder_gradient_through_state", "future_tokens_do_not_change_past_gradients"}
+
+
+def test_an_xfails_id_prefix_ends_at_a_part_of_the_id(pytester):
+    """A line `t` once turned every failure of a broken model into an xfail (exit 0, no warning): a
+    prefix names tests only where a part of their id ends (`::`, `[`, `-`, `]`, `/`)."""
+    xfails = pytester.makefile(".txt", xfails="t\ntest_errors.py::test_out_of_vocabulary_source_raises[tests.broken.torch_models")
+    run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary", "--family=gru", "-k", "raises",
+                          f"--xfails-file={xfails}")
+    assert run.outcome.ret == 1
+    assert run.contracts("failed") == {"out_of_vocabulary_source_raises", "out_of_vocabulary_target_raises"}
+    run.outcome.stdout.fnmatch_lines(["*--xfails-file id matches no test: t", "*--xfails-file id matches no test: "
+                                      "test_errors.py::test_out_of_vocabulary_source_raises[tests.broken.torch_models"])
+
+
+def test_an_xfails_line_that_marks_several_contracts_or_implementations_is_warned_about(pytester):
+    xfails = pytester.makefile(".txt", xfails="test_errors.py\ntest_errors.py::test_out_of_vocabulary_target_raises[torch-")
+    run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary,torch", "--family=gru",
+                          "-k", "vocabulary_source_raises or vocabulary_target_raises", f"--xfails-file={xfails}")
+    assert run.outcome.ret == 0 and run.contracts("failed") == set()
+    run.outcome.stdout.fnmatch_lines(["*--xfails-file id test_errors.py marks 8 tests of 2 implementation(s) and 2 contract(s) as "
+                                      "known failures (out_of_vocabulary_source_raises, out_of_vocabulary_target_raises): "
+                                      "list each known failure by its contract and implementation"])
+    assert "id test_errors.py::test_out_of_vocabulary_target_raises[torch- marks" not in run.output, "one contract of one implementation"
+
+
+def test_an_xfails_file_with_a_byte_order_mark_is_read_as_written(pytester):
+    xfails = pytester.path / "xfails.txt"
+    xfails.write_bytes("\ufefftest_errors.py::test_out_of_vocabulary_source_raises\n".encode())  # as Notepad saves it
+    run = run_conformance(pytester, "tests.broken.torch_models:gru_clamps_out_of_vocabulary", "--family=gru",
+                          "-k", "source_raises", f"--xfails-file={xfails}")
+    assert run.outcome.ret == 0 and run.contracts("xfailed") == {"out_of_vocabulary_source_raises"}
+    assert "matches no test" not in run.output
+
+
+@pytest.mark.parametrize("content, line", [
+    (b"\x94\xa3test_errors.py\n", "not a text file: byte 0x94 at offset 0 is not UTF-8"),
+    (b"test_errors.py\n\x00\x01\x02", "not a text file: control character '\\x00' at offset 15"),
+], ids=["not-utf8", "nul-bytes"])
+def test_an_xfails_file_that_is_not_text_is_a_usage_error(pytester, content, line):
+    xfails = pytester.path / "xfails.bin"
+    xfails.write_bytes(content)
+    assert usage_error(pytester, "--impl=torch", f"--xfails-file={xfails}") == f"ERROR: --xfails-file={xfails}: {line}"

@@ -305,12 +305,14 @@ class OnnxSeq2Seq:
     def init_state(self, enc_outputs: dict, valid) -> dict:
         if self.init_graph is not None:
             feed = {k: v for k, v in enc_outputs.items() if k in self.init_graph.inputs}
-            no_ids = np.zeros((len(valid), self._src_steps(enc_outputs, valid)), np.int64)  # for the mask's shape
-            return self.init_graph.run(feed | self.source_feed(self.init_graph, no_ids, valid))
+            if valid is not None:  # images have no lengths
+                no_ids = np.zeros((len(valid), self._src_steps(enc_outputs, valid)), np.int64)  # for the mask's shape
+                feed |= self.source_feed(self.init_graph, no_ids, valid)
+            return self.init_graph.run(feed)
         state = {self.encoder_outputs.get(k, k): v for k, v in enc_outputs.items()}
         mask_type = next((g.input_type(self.names["memory_mask"]) for g in self.decoders
                           if self.names["memory_mask"] in g.inputs), None)
-        if mask_type is not None:
+        if mask_type is not None and valid is not None:
             state[self.names["memory_mask"]] = self.mask(valid, self._src_steps(enc_outputs, valid), mask_type)
         return state
 
@@ -375,7 +377,8 @@ class OnnxSeq2Seq:
 
     def greedy(self, src, valid, bos: int, steps: int) -> np.ndarray:
         """conformance.decoding's loop: exactly `steps` greedy tokens (batch, steps), one decoder run each."""
-        state = self.init_state(self.encode(src, valid), np.asarray(valid))
+        valid = None if valid is None else np.asarray(valid)  # images have no lengths
+        state = self.init_state(self.encode(src, valid), valid)
         tokens, out = np.full((len(src), 1), bos, np.int64), []
         for _ in range(steps):
             logits, state = self.decode(tokens, state)

@@ -12,9 +12,18 @@ Two changes to what is exported, both of the kind an exporter's user makes:
   counting from the end, ONNX Runtime raises only past the end, and the references raise on both;
 - self-attention splits its fused projection with positive axes: the exporter writes the
   reference's movedim(-2, 0) as a Transpose with perm (-2, 0, 1, 3), which ONNX Runtime rejects.
-The recurrent decoders with attention (bahdanau, mixed) loop over target steps in Python, which a
-trace cannot keep: their decoder graph takes one token per call, and the adapter feeds longer
-targets a token at a time.
+The recurrent decoders with attention (bahdanau, mixed, captioning) loop over target steps in
+Python, which a trace cannot keep: their decoder graph takes one token per call, and the adapter
+feeds longer targets a token at a time.
+
+In float64, speech's convolutions are exported as MatMuls of strided slices (`subsampling_as_matmuls`):
+ONNX Runtime's CPU Conv has no float64 kernel. Captioning stays float32 (its CNN's Conv, its GRU).
+
+Sources by kind (conformance/sources.py): the encoder graph takes `input_ids` (token ids),
+`input_features` (frames, with `src_valid_len`) or `pixel_values` (images, no lengths: neither the
+encoder nor init_state graph has a length input), Hugging Face's names. Speech's encoder returns its
+subsampled lengths beside its outputs (`encoder_valid_lens`), which init_state turns into the
+cross-attention mask; images' height and width are dynamic axes, as the CNN pools any size.
 """
 from __future__ import annotations
 
@@ -27,10 +36,18 @@ import warnings
 import torch
 from torch import nn
 
+from conformance.sources import kind_of
+
+from .. import conv_lengths
 from ..torch import attention as torch_attention
+from ..torch import speech as torch_speech
 from ..torch import transformer as torch_transformer
 
 OPSET = 17
+SOURCE_INPUT = {"tokens": "input_ids", "frames": "input_features", "images": "pixel_values"}
+# The state of these families is that of another's: speech's decoder is the Transformer's, captioning's
+# the attention GRU of mixed.
+STATE_LIKE = {"speech": "transformer", "captioning": "mixed"}
 
 
 class CheckedIds(nn.Module):
@@ -62,6 +79,24 @@ def self_attention_with_positive_axes(self, X, mask, past=None):
     return torch_attention.MultiHeadAttention.forward(self, q, k, v, mask), (k, v)
 
 
+def subsampling_as_matmuls(self, X, valid_lens):
+    """ConvSubsampling.forward with each kernel-3, stride-2 convolution written as three strided slices,
+    each times its tap's weight matrix: ONNX Runtime's CPU Conv has no float64 kernel, MatMul has. Same
+    sums, in another order (float64 rounding)."""
+    X = X.transpose(1, 2)
+    for conv in self:
+        within = torch.arange(X.shape[2], device=X.device) < valid_lens[:, None]
+        padded = torch.nn.functional.pad(X.masked_fill(~within[:, None, :], 0), (1, 1))
+        steps = (X.shape[2] - 1) // 2 + 1
+        taps = [torch.matmul(conv.weight[:, :, k], padded[:, :, k: k + 2 * steps: 2]) for k in range(3)]
+        X = torch.relu(taps[0] + taps[1] + taps[2] + conv.bias[:, None])
+        valid_lens = conv_lengths(valid_lens)
+    return X.transpose(1, 2), valid_lens
+
+
+FLOAT64_PATCHES = ((torch_speech.ConvSubsampling, "forward", subsampling_as_matmuls),)
+
+
 @contextlib.contextmanager
 def exportable_attention(patches=()):
     """The reference's classes as exported, with `patches` ((class, method name, function), ...) on top."""
@@ -86,11 +121,14 @@ class Graphs:
     """One family's three torch modules to export, with their input and output names."""
 
     def __init__(self, model: nn.Module, family: str, num_layers: int):
-        self.family = family
+        self.source_family = family
+        self.family = STATE_LIKE.get(family, family)  # what the state is
         self.model = model
         self.num_layers = num_layers
 
     def encoder_outputs(self) -> list[str]:
+        if self.source_family == "speech":
+            return ["encoder_outputs", "encoder_valid_lens"]  # the subsampled lengths
         if self.family in ("transformer", "mixed"):
             return ["encoder_outputs"]
         return ["encoder_outputs", *(f"encoder_{n}" for n in recurrent_names(self.family))]
@@ -144,9 +182,9 @@ class Graphs:
                 super().__init__()
                 self.encoder = graphs.model.encoder
 
-            def forward(self, input_ids, src_valid_len):
-                out = self.encoder(input_ids, src_valid_len)
-                if isinstance(out, tuple):  # recurrent: (outputs, final state)
+            def forward(self, source, *src_valid_len):  # images: no lengths
+                out = self.encoder(source, *src_valid_len)
+                if isinstance(out, tuple):  # recurrent: (outputs, final state); speech: (outputs, lengths)
                     outputs, hidden = out
                     return (outputs, *(hidden if isinstance(hidden, tuple) else (hidden,)))
                 return out
@@ -157,12 +195,13 @@ class Graphs:
                 self.decoder = graphs.model.decoder
 
             def forward(self, *args):
-                *outputs, src_valid_len = args
-                if graphs.family in ("transformer", "mixed"):
+                lengths = () if graphs.source_family == "captioning" else args[-1:]  # images: no lengths
+                outputs = args[: len(args) - len(lengths)]
+                if len(outputs) == 1:
                     enc = outputs[0]
                 else:
                     enc = (outputs[0], tuple(outputs[1:]) if graphs.family == "lstm" else outputs[1])
-                return tuple(graphs.flatten(self.decoder.init_state(enc, src_valid_len)))
+                return tuple(graphs.flatten(self.decoder.init_state(enc, *lengths)))
 
         class Decoder(nn.Module):
             def __init__(self):
@@ -176,38 +215,56 @@ class Graphs:
         return Encoder().eval(), InitState().eval(), Decoder().eval()
 
 
-def export(model: nn.Module, family: str, num_layers: int, vocab: tuple[int, int], patches=()) -> dict[str, bytes]:
+def example_source(family: str, vocab: int, example_shape, dtype, batch: int):
+    """(source, its dynamic axes, valid lengths or () for images): what the encoder is exported at. Frames
+    are 13 wide, odd, with lengths 13, 5 and 2 (shorter than the x4 subsampling)."""
+    kind = kind_of(family)
+    if kind == "tokens":
+        return torch.randint(0, vocab, (batch, 5)), {0: "batch", 1: "src_len"}, (torch.tensor([5, 2, 3]),)
+    if kind == "frames":
+        return (torch.randn(batch, 13, *example_shape, dtype=dtype), {0: "batch", 1: "src_len"},
+                (torch.tensor([13, 5, 2]),))
+    return torch.randn(batch, *example_shape, dtype=dtype), {0: "batch", 2: "height", 3: "width"}, ()
+
+
+def export(model: nn.Module, family: str, num_layers: int, vocab: tuple[int, int], patches=(),
+           example_shape=()) -> dict[str, bytes]:
     """{"encoder", "init_state", "decoder"}: serialized ONNX models of `model` (a torch reference in
     eval mode, in its dtype), exported at small example shapes with dynamic axes; `patches` replace
-    methods of the reference's classes while it is traced (tests/broken exports bugs so)."""
+    methods of the reference's classes while it is traced (tests/broken exports bugs so).
+    `example_shape`: one source example's shape beyond batch and steps (conformance.sources.example_shape)."""
     model = checked_ids(copy.deepcopy(model)).eval()
     graphs = Graphs(model, family, num_layers)
     encoder, init_state, decoder = graphs.modules()
-    batch, src_len, tgt_len = 3, 5, 1 if family in ("bahdanau", "mixed") else 2
-    input_ids = torch.randint(0, vocab[0], (batch, src_len))
-    valid = torch.tensor([src_len, 2, 3])
+    batch, tgt_len = 3, 1 if graphs.family in ("bahdanau", "mixed") else 2
+    dtype = next(model.parameters()).dtype
+    source, source_axes, valid = example_source(family, vocab[0], example_shape, dtype, batch)
+    source_name = SOURCE_INPUT[kind_of(family)]
+    if dtype == torch.float64:
+        patches = (*FLOAT64_PATCHES, *patches)
+    length_name, length_axes = (["src_valid_len"], {"src_valid_len": {0: "batch"}}) if valid else ([], {})
     out = {}
     with torch.no_grad(), exportable_attention(patches), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on traced shapes and deprecations
-        enc_outputs = encoder(input_ids, valid)
+        enc_outputs = encoder(source, *valid)
         enc_outputs = enc_outputs if isinstance(enc_outputs, tuple) else (enc_outputs,)
         enc_names = graphs.encoder_outputs()
         time_major = family in ("rnn", "gru", "lstm", "bahdanau")
         enc_axes = {"encoder_outputs": {1: "batch", 0: "src_len"} if time_major else {0: "batch", 1: "src_len"}}
-        enc_axes |= {n: {1: "batch"} for n in enc_names[1:]}  # final states: (layers, batch, hidden)
-        out["encoder"] = _export(encoder, (input_ids, valid), ["input_ids", "src_valid_len"], enc_names,
-                                 {"input_ids": {0: "batch", 1: "src_len"}, "src_valid_len": {0: "batch"}, **enc_axes})
-        state = init_state(*enc_outputs, valid)
+        enc_axes |= {n: {1: "batch"} if graphs.family != "transformer" else {0: "batch"} for n in enc_names[1:]}
+        out["encoder"] = _export(encoder, (source, *valid), [source_name, *length_name], enc_names,
+                                 {source_name: source_axes, **length_axes, **enc_axes})
+        state = init_state(*enc_outputs, *valid)
         state_names = graphs.state_names()
-        state_axes = {name: _state_axes(family, name) for name in state_names}
-        out["init_state"] = _export(init_state, (*enc_outputs, valid), [*enc_names, "src_valid_len"], state_names,
-                                    {**enc_axes, "src_valid_len": {0: "batch"}, **state_axes})
+        state_axes = {name: _state_axes(graphs.family, name) for name in state_names}
+        out["init_state"] = _export(init_state, (*enc_outputs, *valid), [*enc_names, *length_name], state_names,
+                                    {**enc_axes, **length_axes, **state_axes})
         # The decoder is exported from a state that has decoded a step, so that a past of length 0
         # is no special case in the trace.
         tgt = torch.randint(0, vocab[1], (batch, tgt_len))
         _, state = model.decoder(tgt, graphs.unflatten(state))
         flat = graphs.flatten(state)
-        present_axes = {n: _state_axes(family, n) for n in graphs.present_names()}
+        present_axes = {n: _state_axes(graphs.family, n) for n in graphs.present_names()}
         steps = {} if tgt_len == 1 else {1: "tgt_len"}
         out["decoder"] = _export(decoder, (tgt, *flat), ["input_ids", *state_names], ["logits", *graphs.present_names()],
                                  {"input_ids": {0: "batch", **steps}, **state_axes,

@@ -1,8 +1,10 @@
 """Factories that fail the way users' code fails, whatever the framework: the harness must answer each
 with one clear line. Per-backend faults (NaN or time-major logits, a raising model, a declined
 family) are in each `<backend>_models.py`."""
+import ctypes
 import os
 import signal
+import sys
 import time
 
 import torch
@@ -11,7 +13,7 @@ from conformance import Declared, Unsupported
 from conformance.bridges.torch_bridge import TorchAdapter
 from conformance.sources import kind_of
 from impls import speech_encoder_lengths
-from impls.torch import make_model
+from impls.torch import factory as canonical_factory, make_model
 from impls.torch.recurrent import Seq2SeqDecoder
 from tests.broken.torch_models import broken
 
@@ -93,6 +95,99 @@ class MyAdapter:
 
 def own_adapter(spec):
     return MyAdapter(spec)
+
+
+# --- Models that end or block the process running them (issue 18) ------------------------------
+
+
+def decoder_that(act):
+    """A factory whose decoder.forward calls `act()` on a batch of one (the smoke test decodes a batch
+    of two, so `act` runs inside a contract) and works otherwise."""
+
+    class Acts(Seq2SeqDecoder):
+        def forward(self, X, state):
+            if X.shape[0] == 1:
+                act()
+            return super().forward(X, state)
+
+    return lambda spec: broken(spec, Seq2SeqDecoder=Acts)
+
+
+exits_0_in_decoder = decoder_that(lambda: os._exit(0))  # exit status 0, no teardown, no report
+exits_1_in_decoder = decoder_that(lambda: os._exit(1))
+sigkills_in_decoder = decoder_that(lambda: os.kill(os.getpid(), signal.SIGKILL))  # as the OOM killer does
+sys_exit_in_decoder = decoder_that(lambda: sys.exit(0))
+
+
+class ModelsOwnBaseException(BaseException):
+    """Not an Exception: `except Exception` in a harness lets it through."""
+
+
+def _raise_base_exception():
+    raise ModelsOwnBaseException("the decoder gave up")
+
+
+base_exception_in_decoder = decoder_that(_raise_base_exception)
+
+
+class ExitsOnFirstTry(Seq2SeqDecoder):
+    def forward(self, X, state):
+        sys.exit(0)
+
+
+def sys_exit_on_first_try(spec):
+    """sys.exit(0) in the suite's first try of the model (its smoke test, before any contract)."""
+    return broken(spec, Seq2SeqDecoder=ExitsOnFirstTry)
+
+
+def _lock_twice(dll):
+    """A default pthread mutex locked twice by one thread: blocks for ever, inside C. Through
+    ctypes.CDLL the GIL is released while it blocks; through ctypes.PyDLL it is held."""
+    mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER; pthread_mutex_t is 40 bytes on glibc
+    lock = dll(None).pthread_mutex_lock
+    lock(mutex)
+    lock(mutex)
+
+
+deadlocks_in_c = decoder_that(lambda: _lock_twice(ctypes.CDLL))
+deadlocks_in_c_holding_the_gil = decoder_that(lambda: _lock_twice(ctypes.PyDLL))
+
+
+# --- Text a model controls, on its way to the terminal and the reports ---------------------------
+
+# HTML, a Markdown table row and heading, and terminal controls: clear screen, an OSC-8 hyperlink,
+# a bell, backspaces over the text before them.
+HOSTILE_TEXT = ("<img src=x onerror=alert(1)>\n| a | b |\n# Heading\x1b[2J\x1b[H "
+                "\x1b]8;;https://example.invalid/\x1b\\click\x1b]8;;\x1b\\ \x07\x08\x08\x08\x08passed")
+LONG_TEXT = HOSTILE_TEXT + " " + "x" * 100_000  # 100 KB
+
+
+def declines_with_hostile_text(spec):
+    """Declines the Transformer with a reason of 100 KB full of markup and terminal controls."""
+    if spec.family == "transformer":
+        raise Unsupported(LONG_TEXT)
+    return make_model(spec)
+
+
+def _raise_hostile_text():
+    raise ValueError(LONG_TEXT)
+
+
+raises_hostile_text = decoder_that(_raise_hostile_text)
+
+
+# --- Factories that damage the suite's files ------------------------------------------------------
+
+
+def overwrites_its_canonical_weights(spec):
+    """Loads the canonical weights, then saves a float16 copy over the file it was handed (a
+    conversion step writing in place): the next implementation built from that file gets other weights."""
+    declared = canonical_factory(spec)
+    if spec.weights:
+        from safetensors.numpy import load_file, save_file
+
+        save_file({name: value.astype("float16") for name, value in load_file(spec.weights).items()}, spec.weights)
+    return declared
 
 
 # --- Sources that are not token ids ---------------------------------------------------------------
