@@ -93,3 +93,18 @@ def test_only_a_model_that_says_so_is_traced(traceable):
         adapter.decode(one, adapter.init_state(adapter.encode(one, np.ones(1)), np.ones(1)))
     expected = HotCall.HOT + 1 if traceable else calls  # eager calls, then one trace
     assert CALLS == {"encoder": expected, "decoder": expected}
+
+
+def test_a_new_shape_that_cannot_be_traced_runs_as_the_model_runs():
+    """A call hot on one channel count, then given another: the retrace leaves that dimension unknown
+    and fails (Python arithmetic on it), while the model itself takes the input. The bridge gives the
+    model's own answer, never the trace's error (it made a cropping model look as if it refused the size)."""
+    def crop_to_three(x):
+        width = x.shape[-1]  # None in a relaxed trace
+        return x[..., :3] * float(3 - min(width, 3) + 1)
+
+    call = HotCall(crop_to_three)
+    for _ in range(HotCall.HOT + 1):
+        call(tf.ones((2, 3)))
+    assert all(shapes is None for shapes in call.seen.values()), "hot on 3 channels"
+    np.testing.assert_array_equal(call(tf.ones((2, 4))).numpy(), crop_to_three(tf.ones((2, 4))).numpy())

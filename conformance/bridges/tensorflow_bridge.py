@@ -370,7 +370,9 @@ class HotCall:
     structure, then as a tf.function traced once for every shape seen so far: a dimension that differed
     between those calls (batch, length, cache) is left unknown. A trace costs ~10 eager calls (measured on
     the references), so a call made a few times (a model built for one contract) never pays for one. Where
-    the trace fails, the call stays eager; an error of the traced call itself is the model's, as eagerly."""
+    the trace fails, the call stays eager, and so does a later call whose new shape fails to retrace (a
+    wrong channel count left a dimension unknown): an error of the traced call itself is the model's,
+    as eagerly."""
 
     HOT = 8
 
@@ -384,7 +386,14 @@ class HotCall:
         structure = repr(tf.nest.map_structure(lambda x: (x.dtype.name, x.shape.rank) if tf.is_tensor(x) else x, args))
         shapes = self.seen.setdefault(structure, [])
         if shapes is None:
-            return self.traced(*args)
+            try:
+                return self.traced(*args)
+            except Exception:
+                try:  # a shape never seen retraces: was it the trace that failed, or the traced call?
+                    self.traced.get_concrete_function(*args)
+                except Exception:
+                    return self.call(*args)  # the trace: the call runs as the model runs, eagerly
+                raise
         if structure not in self.eager and len(shapes) >= self.HOT:
             try:
                 self.traced.get_concrete_function(*tf.nest.map_structure(spec_of(shapes), args, *shapes))
