@@ -16,7 +16,7 @@ from conformance.spec import Declared
 from impls import conv_lengths, speech_encoder_lengths
 from impls.tensorflow import make_model
 from impls.tensorflow.canonical import load_canonical
-from impls.tensorflow.captioning import ConvBlock
+from impls.tensorflow.captioning import CaptioningEncoder, ConvBlock
 from impls.tensorflow.recurrent import Seq2SeqDecoder, Seq2SeqEncoder
 from impls.tensorflow.speech import SpeechEncoder, zero_beyond
 from impls.tensorflow.transformer import TransformerDecoder, TransformerDecoderBlock
@@ -219,6 +219,27 @@ def speech_same_padding_depends_on_width(spec):
     return Declared(broken(spec, SpeechEncoder=SamePaddedSubsampling), encoder_lengths=speech_encoder_lengths)
 
 
+def speech_declares_floor_encoder_lengths(spec):
+    """The reference, declaring L // 4 encoder positions where its two stride-2 convolutions give
+    ceil(L / 4): one position short at every length that is not a multiple of 4."""
+    return Declared(make_model(spec), encoder_lengths=lambda lengths: lengths // 4)
+
+
+class CropsChannels(CaptioningEncoder):
+    """Reads the first `channels` channels of whatever image it is given, zero-padding fewer: an RGBA or a
+    grey image is taken silently instead of refused. Caught by the wrong source size contract only."""
+
+    def call(self, X):
+        # In tensor ops, not Python ints: the bridge traces a hot call with the channel count unknown.
+        fewer = tf.maximum(0, self.channels - tf.shape(X)[1])
+        X = tf.pad(X[:, : self.channels], [[0, 0], [0, fewer], [0, 0], [0, 0]])
+        return super().call(tf.ensure_shape(X, [None, self.channels, None, None]))
+
+
+def captioning_crops_channels(spec):
+    return broken(spec, CaptioningEncoder=CropsChannels)
+
+
 # A converter from canonical weights that copies GRU rows (reset, update, new) into Keras' slots
 # (update, reset, new) as they are: a model consistent in itself, which only the cross-framework
 # contracts can tell from the specification.
@@ -238,4 +259,6 @@ CASES = [
     ("captioning_batchnorm_in_training_mode", *SOURCE_BUGS["captioning_batchnorm_in_training_mode"]),
     # Example 0 fills its batch, so alone it has the batch's width: only another padded width shows it.
     ("speech_same_padding_depends_on_width", "speech", {"extra_padding_changes_nothing"}),
+    ("speech_declares_floor_encoder_lengths", *SOURCE_BUGS["speech_declares_floor_encoder_lengths"]),
+    ("captioning_crops_channels", *SOURCE_BUGS["captioning_crops_channels"]),
 ]
