@@ -12,8 +12,8 @@ falls on all of them alike; a pass's figure is each contender's median over its 
 taken within a pass, and the reported ratio is the median over passes.
 
 Tables:
-- peers: each backend's reference Transformer (and torch's speech model) beside its peers
-  (benchmarks/peers_<backend>.py: Hugging Face BART, CTranslate2, keras-hub, gluonnlp; Speech2Text) at
+- peers: each backend's reference Transformer (and torch's and tensorflow's speech models) beside its peers
+  (benchmarks/peers_<backend>.py: Hugging Face BART, CTranslate2, keras-hub, gluonnlp; Speech2Text, Whisper) at
   PEER_STEPS (32) tokens, with the targets of PEER_TARGETS, and beside its floor where one is defined
   (peers_torch.FLOOR: the decode's matrix products alone);
 - loops: every backend and family, the interface loop compiled (as a deployed model runs it:
@@ -95,7 +95,8 @@ def peer_rows(backends, families, passes, calls):
     """The reference against each peer in turn, one pair per rotation: a peer's own thread pool
     (CTranslate2 bundles a second OpenMP runtime whose idle threads spin) then slows only the pair
     it is in, and the target pair is never measured beside a third party. Every family with peers
-    (the Transformer's; speech's Speech2Text for torch); the floor is the Transformer's."""
+    (the Transformer's; speech's: Speech2Text for torch, keras-hub's Whisper for tensorflow); the floor is
+    the Transformer's."""
     for backend, family in ((b, f) for b in backends for f in families if peers(b, f)):
         targets = PEER_TARGETS.get(backend, {})
         for batch in W.BATCHES:

@@ -9,7 +9,7 @@ Every case encodes the workload's source of its family's kind (workload.py: toke
 images) and greedily decodes PEER_STEPS (32) tokens; the tables' medians give tokens/s = batch *
 steps / median (extra_info carries both). Groups are "<backend> <family> batch <B>": a
 backend-family's cached decoder beside its own full-prefix recompute. Each backend's peers
-(benchmarks/peers_<backend>.py: the Transformer's, and torch's speech model's Speech2Text) join
+(benchmarks/peers_<backend>.py: the Transformer's; the speech models': Speech2Text, keras-hub's Whisper) join
 their family's groups and run right after its reference, so the reference's ratios to them read off
 one table. A backend with no reference of a family yet skips its cases, saying so.
 For the speed targets, which need interleaved calls on shared cores, see benchmarks/ratios.py.

@@ -84,6 +84,32 @@ def test_ctranslate2_decodes_the_torch_references_tokens_from_its_weights():
                               torch_logit_gap(model, src, valid, workload.BOS), "CTranslate2 vs the torch reference")
 
 
+def test_keras_hub_whisper_peer_caches_what_its_backbone_computes():
+    """The TensorFlow speech peer's cached step (peers_tensorflow.KerasHubWhisper: keras-hub's
+    WhisperBackbone and its layers' caches, our loop) gives the logits of the backbone's own uncached
+    forward at every position, for varied tokens; its XLA and eager loops agree. ~10 s (building)."""
+    pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install --no-deps keras-hub==0.32.0)")
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks import peers_tensorflow, workload
+
+    model = peers_tensorflow._whisper()
+    frames, _ = model.source(2)
+    tokens = tf.constant(np.random.default_rng(0).integers(3, workload.VOCAB, (2, 5)), tf.int32)
+    memory = model.encode(frames, None)
+    self_caches, cross_caches = model.empty_caches(2, 5), model.empty_caches(2, model.memory_len)
+    stepped = []
+    for index in range(5):
+        logits, self_caches, cross_caches = model.step_logits(tokens[:, index], index, memory, self_caches,
+                                                              cross_caches, fill_cross=index == 0)
+        stepped.append(np.asarray(logits))
+    whole = np.asarray(model.logits(frames, tokens))
+    np.testing.assert_allclose(np.stack(stepped, 1), whole, rtol=1e-4, atol=1e-4)
+    compiled = tf.function(model.decode_graph, jit_compile=True)
+    np.testing.assert_array_equal(compiled(frames, None, 4).numpy(), np.asarray(model.decode(frames, None, 4)))
+
+
 def test_asv_discovers_the_suite():
     run = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
                          capture_output=True, text=True)
