@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from . import findings, golden, harness, loading, supervisor, tolerances
+from .bridges import seed_frameworks
 from .assertions import Check
 from .faults import WATCHDOG, Hung, NotRun, crash_summary, exit_status, hang_summary
 from .report import FAILING, ReportInUse, ReportLock, Result, check_writable, report_stem
@@ -540,6 +541,12 @@ def pytest_pyfunc_call(pyfuncitem):
     """A contract that needs a call the model declines (it raised conformance.Unsupported), or that does
     not apply to the model's source (conformance/sources.py), is skipped with the reason: it is
     neither passed nor failed."""
+    if is_contract(pyfuncitem):
+        # The frameworks' own generators (a model's dropout) drawn per contract, after every fixture has
+        # built what it builds: a random model's numbers depend on the contract, not on what ran before
+        # it in this process (serial, -n, a reproduce line).
+        session = session_of(pyfuncitem.config)
+        seed_frameworks(zlib.crc32(f"{session.seed}:{pyfuncitem.path.name}::{pyfuncitem.name}".encode()))
     try:
         return (yield)
     except (harness.ModelDeclined, NotApplicable) as exc:
