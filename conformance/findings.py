@@ -288,7 +288,7 @@ def lines(finding: Finding, number: int) -> list[str]:
     if finding.sentence:
         out.append(f"   {finding.sentence}")
     out.append(f"   shown by: {finding.evidence.message}")
-    roots = {c: rs for c, rs in finding.contracts(following=False).items()}
+    roots = finding.contracts(following=False)
     following = finding.contracts(following=True)
     if roots:
         out.append(f"   failed: {contract_list(roots)}")
