@@ -108,3 +108,50 @@ def test_a_new_shape_that_cannot_be_traced_runs_as_the_model_runs():
         call(tf.ones((2, 3)))
     assert all(shapes is None for shapes in call.seen.values()), "hot on 3 channels"
     np.testing.assert_array_equal(call(tf.ones((2, 4))).numpy(), crop_to_three(tf.ones((2, 4))).numpy())
+
+
+@pytest.mark.parametrize("keras_name", ["keras", "tf_keras"])
+def test_seeding_draws_what_set_random_seed_draws_and_keeps_the_kernel_cache_for_a_new_seed(keras_name, monkeypatch):
+    """The contracts seed the frameworks before each one (conformance/plugin.py); the bridges set
+    TensorFlow's global seed without tf.random.set_seed, which empties the kernel cache, where the seed
+    is new to the process. Unseeded and op-seeded random ops and the Keras module's global generator (Keras
+    3: keras.random; Keras 2: a dropout layer) then draw what they draw after its own set_random_seed: for
+    a new seed, and for one set before."""
+    keras_module = pytest.importorskip(keras_name)
+    from conformance.bridges import tensorflow_bridge, tf_keras_bridge
+    bridge = tensorflow_bridge if keras_name == "keras" else tf_keras_bridge
+    dropout = keras_module.layers.Dropout(0.5)  # Keras 3's keeps a generator of its own, seeded when made
+
+    def draws():
+        by_keras = keras.random.uniform((8,)) if keras_name == "keras" else dropout(tf.ones((1, 8)), training=True)
+        return np.concatenate([tf.random.uniform((4,)).numpy(), tf.random.uniform((4,), seed=1).numpy(), np.ravel(by_keras)])
+
+    empties = []
+    monkeypatch.setattr(tf.random, "set_seed", lambda n, set_seed=tf.random.set_seed: empties.append(n) or set_seed(n))
+    seed = int.from_bytes(np.random.default_rng().bytes(4), "little") >> 1  # new to this process
+    tf.random.set_seed(seed + 1)  # someone else's seed (n, perhaps): the bridge's next one empties the cache
+    bridge.seed(seed - 1)
+    draws()
+    bridge.seed(seed)
+    new = draws()
+    assert empties == [seed + 1, seed - 1], f"the kernel cache was emptied for seeds {empties}, not for {[seed + 1, seed - 1]}"
+    keras_module.utils.set_random_seed(seed)
+    expected = draws()
+    np.testing.assert_array_equal(new, expected, err_msg=f"draws after the bridge's seed({seed}), a seed new to the process")
+    bridge.seed(seed)
+    np.testing.assert_array_equal(draws(), expected, err_msg=f"draws after the bridge's seed({seed}) a second time")
+
+
+def test_seeding_both_keras_bridges_empties_the_kernel_cache_only_for_a_seed_set_before(monkeypatch):
+    """With Keras 2 and Keras 3 loaded (a Keras 2 model's run), seed_frameworks seeds TensorFlow through
+    both bridges: the second must not take the seed for one set before, nor empty the cache again."""
+    pytest.importorskip("tf_keras")
+    from conformance import bridges
+    empties = []
+    monkeypatch.setattr(tf.random, "set_seed", lambda n, set_seed=tf.random.set_seed: empties.append(n) or set_seed(n))
+    seed = int.from_bytes(np.random.default_rng().bytes(4), "little") >> 1
+    tf.random.set_seed(seed - 1)  # as a factory might: the next round empties the cache
+    for n in (seed, seed + 1, seed):
+        bridges.seed_frameworks(n)
+    assert {"tensorflow_bridge", "tf_keras_bridge"} <= {b.__name__.rsplit(".")[-1] for b in bridges.loaded_bridges()}
+    assert empties == [seed - 1, seed, seed], f"the cache was emptied for seeds {empties}: once per round where it must be, expected"

@@ -99,10 +99,20 @@ def parameters_once(named_by_part: dict[str, Iterable[tuple[str, object]]]) -> d
     return listed
 
 
+# The seeding round seed_frameworks is in (None outside one): two bridges of one runtime (TensorFlow
+# under Keras 3 and Keras 2) seed it once per round, as nothing can run between their calls.
+seeding_round: object | None = None
+
+
 def seed_frameworks(seed: int) -> None:
     """Seed every framework already imported, so a factory that draws weights is reproducible."""
-    for bridge in loaded_bridges():
-        bridge.seed(seed)
+    global seeding_round
+    seeding_round = object()
+    try:
+        for bridge in loaded_bridges():
+            bridge.seed(seed)
+    finally:
+        seeding_round = None
 
 
 def as_adapter(obj, spec) -> Seq2SeqAdapter:

@@ -6,14 +6,19 @@ too (tf_keras_bridge.py). Both keep their weights as TensorFlow variables.
 from __future__ import annotations
 
 import functools
+import random
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.backend.common import global_state
+from keras.src.random import seed_generator
+from tensorflow.python.eager import context
 
 from ..spec import Unsupported
 from ..trees import tree_map
+from .. import bridges
 from . import gpu_index, parameters_once
 
 DTYPES = ("float32", "float64")
@@ -24,7 +29,37 @@ def accepts(obj, keras_module=keras) -> bool:
 
 
 def seed(n: int) -> None:
-    keras.utils.set_random_seed(n)  # Keras' initializers draw from its own global seed, not only TF's
+    """keras.utils.set_random_seed(n) (Keras' initializers draw from its own global seed, not only
+    TensorFlow's), with TensorFlow's global seed set by set_global_seed."""
+    global_state.set_global_attribute("global_random_seed", n)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # remade from the seed
+    random.seed(n)
+    np.random.seed(n)
+    set_global_seed(n)
+
+
+_seeds_set: set[int] = set()  # the global seeds set_global_seed set in this process
+_last_seed_set: tuple[int, object] | None = None  # (seed, seeding round)
+
+
+def set_global_seed(n: int) -> None:
+    """tf.random.set_seed(n), which empties the eager kernel cache only where that can change a number.
+    set_seed empties it so that a stateful random kernel, kept per (global, op) seed pair, starts its
+    stream again; but a traced model then instantiates its functions again on its next call (seeded
+    before every contract, the suite took 3.5x as long). A global seed new to the process makes every
+    seed pair new, so no cached kernel can go on with a stream: the same numbers, the cache kept. The
+    cache is emptied for a seed set before, and after anyone else set one (they may have set n)."""
+    global _last_seed_set
+    eager = context.context()
+    if bridges.seeding_round is not None and _last_seed_set == (n, bridges.seeding_round) and getattr(eager, "_seed", None) == n:
+        return  # the other Keras's bridge seeded the runtime in this round
+    fresh = n not in _seeds_set and getattr(eager, "_seed", 0) == (_last_seed_set or (None,))[0]
+    if fresh and tf.executing_eagerly():
+        eager._seed, eager._rng = n, random.Random(n)  # what set_seed does, less the emptying
+    else:
+        tf.random.set_seed(n)
+    _seeds_set.add(n)
+    _last_seed_set = (n, bridges.seeding_round)
 
 
 def limit_threads(n: int) -> None:

@@ -2,7 +2,11 @@
 code is Keras 2 code. Its models run through the Keras 3 adapter, given the tf_keras module."""
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import tf_keras
+from tf_keras.src import backend as tf_keras_backend
 
 from . import tensorflow_bridge
 
@@ -12,7 +16,12 @@ def accepts(obj) -> bool:
 
 
 def seed(n: int) -> None:
-    tf_keras.utils.set_random_seed(n)
+    """tf_keras.utils.set_random_seed(n), with TensorFlow's global seed set without emptying its kernel
+    cache where that changes nothing (tensorflow_bridge.set_global_seed)."""
+    random.seed(n)
+    np.random.seed(n)
+    tensorflow_bridge.set_global_seed(n)
+    tf_keras_backend._SEED_GENERATOR.generator = random.Random(n)
 
 
 def wrap(model, spec):
