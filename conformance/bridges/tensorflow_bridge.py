@@ -51,10 +51,11 @@ def set_global_seed(n: int) -> None:
     cache is emptied for a seed set before, and after anyone else set one (they may have set n)."""
     global _last_seed_set
     eager = context.context()
-    if bridges.seeding_round is not None and _last_seed_set == (n, bridges.seeding_round) and getattr(eager, "_seed", None) == n:
+    current = getattr(eager, "_seed", 0)  # 0 where TensorFlow keeps it elsewhere: then set_seed, always
+    if bridges.seeding_round is not None and _last_seed_set == (n, bridges.seeding_round) and current == n:
         return  # the other Keras's bridge seeded the runtime in this round
-    fresh = n not in _seeds_set and getattr(eager, "_seed", 0) == (_last_seed_set or (None,))[0]
-    if fresh and tf.executing_eagerly():
+    last = _last_seed_set[0] if _last_seed_set else None
+    if n not in _seeds_set and current == last and tf.executing_eagerly():
         eager._seed, eager._rng = n, random.Random(n)  # what set_seed does, less the emptying
     else:
         tf.random.set_seed(n)
