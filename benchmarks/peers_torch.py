@@ -95,16 +95,18 @@ def _bart_inputs(batch):
     return torch.from_numpy(src), torch.from_numpy(mask)
 
 
-def hf_bart_loop(batch, steps):
+def _hf_cached_loop(model, batch, steps, encoder_inputs, cross_attention_mask):
+    """Greedy decoding through a Hugging Face encoder-decoder's forward, one token per call on its own
+    cache: the encoder once, then `steps` decoder calls. `cross_attention_mask(encoder_outputs)` is
+    the mask the decoder attends to the encoder with (timed with the decode, as generate computes it)."""
     torch = _torch()
-    model = _bart()
-    src, mask = _bart_inputs(batch)
     # transformers 5 renamed past_key_values (argument and output) to cache.
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @torch.inference_mode()
     def decode():
-        enc = model.get_encoder()(input_ids=src, attention_mask=mask)
+        enc = model.get_encoder()(**encoder_inputs)
+        mask = cross_attention_mask(enc)
         tokens, cache, out = torch.full((batch, 1), W.BOS), None, []
         for _ in range(steps):
             o = model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=tokens, use_cache=True,
@@ -117,18 +119,27 @@ def hf_bart_loop(batch, steps):
     return decode
 
 
-def hf_bart_generate(batch, steps):
+def _hf_generate(model, steps, inputs):
+    """Greedy decoding of exactly `steps` tokens through a Hugging Face model's generate."""
     torch = _torch()
-    model = _bart()
-    src, mask = _bart_inputs(batch)
 
     @torch.inference_mode()
     def decode():
-        out = model.generate(input_ids=src, attention_mask=mask, do_sample=False, num_beams=1,
-                             min_new_tokens=steps, max_new_tokens=steps, use_cache=True)
+        out = model.generate(**inputs, do_sample=False, num_beams=1, min_new_tokens=steps, max_new_tokens=steps,
+                             use_cache=True)
         return out[:, 1:].numpy()  # the first column is decoder_start_token_id
 
     return decode
+
+
+def hf_bart_loop(batch, steps):
+    src, mask = _bart_inputs(batch)
+    return _hf_cached_loop(_bart(), batch, steps, dict(input_ids=src, attention_mask=mask), lambda enc: mask)
+
+
+def hf_bart_generate(batch, steps):
+    src, mask = _bart_inputs(batch)
+    return _hf_generate(_bart(), steps, dict(input_ids=src, attention_mask=mask))
 
 
 def _ct2_linear(spec, weights, prefix, *parts):
@@ -272,40 +283,16 @@ def _speech_inputs(batch):
 
 
 def hf_speech2text_loop(batch, steps):
-    torch = _torch()
     model = _speech2text()
     frames, mask = _speech_inputs(batch)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-    @torch.inference_mode()
-    def decode():
-        enc = model.get_encoder()(input_features=frames, attention_mask=mask)
-        # The encoder's subsampled mask, as generate computes it for the decoder's cross-attention.
-        enc_mask = model.model._get_feature_vector_attention_mask(enc[0].shape[1], mask)
-        tokens, cache, out = torch.full((batch, 1), W.BOS), None, []
-        for _ in range(steps):
-            o = model(encoder_outputs=enc, attention_mask=enc_mask, decoder_input_ids=tokens, use_cache=True,
-                      **{cache_arg: cache})
-            cache = o[cache_arg]
-            tokens = o.logits[:, -1].argmax(-1, keepdim=True)
-            out.append(tokens)
-        return torch.cat(out, 1).numpy()
-
-    return decode
+    # The encoder's subsampled mask, as generate computes it for the decoder's cross-attention.
+    return _hf_cached_loop(model, batch, steps, dict(input_features=frames, attention_mask=mask),
+                           lambda enc: model.model._get_feature_vector_attention_mask(enc[0].shape[1], mask))
 
 
 def hf_speech2text_generate(batch, steps):
-    torch = _torch()
-    model = _speech2text()
     frames, mask = _speech_inputs(batch)
-
-    @torch.inference_mode()
-    def decode():
-        out = model.generate(input_features=frames, attention_mask=mask, do_sample=False, num_beams=1,
-                             min_new_tokens=steps, max_new_tokens=steps, use_cache=True)
-        return out[:, 1:].numpy()  # the first column is decoder_start_token_id
-
-    return decode
+    return _hf_generate(_speech2text(), steps, dict(input_features=frames, attention_mask=mask))
 
 
 PEERS = {  # name: (label, builder); all sit beside the PyTorch reference Transformer
