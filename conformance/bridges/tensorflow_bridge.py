@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras.src.backend.common import global_state
 from keras.src.random import seed_generator
+from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
 from tensorflow.python.eager import context
 
 from ..spec import Unsupported
@@ -31,7 +32,7 @@ def accepts(obj, keras_module=keras) -> bool:
 def seed(n: int) -> None:
     """keras.utils.set_random_seed(n) (Keras' initializers draw from its own global seed, not only
     TensorFlow's), with TensorFlow's global seed set by set_global_seed."""
-    global_state.set_global_attribute("global_random_seed", n)
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, n)
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # remade from the seed
     random.seed(n)
     np.random.seed(n)
