@@ -404,12 +404,15 @@ class TensorFlowAdapter:
 
 class HotCall:
     """A call of a traceable model, run eagerly until it has been made `HOT` times with arguments of one
-    structure, then as a tf.function traced once for every shape seen so far: a dimension that differed
-    between those calls (batch, length, cache) is left unknown. A trace costs ~10 eager calls (measured on
-    the references), so a call made a few times (a model built for one contract) never pays for one. Where
-    the trace fails, the call stays eager, and so does a later call whose new shape fails to retrace (a
-    wrong channel count left a dimension unknown): an error of the traced call itself is the model's,
-    as eagerly."""
+    structure, then, from the next seeding round on (bridges.rounds_begun: the next contract), as a
+    tf.function traced once for every shape seen so far: a dimension that differed between those calls
+    (batch, length, cache) is left unknown. A trace costs ~10 eager calls (measured on the references),
+    so a call made a few times (a model built for one contract) never pays for one. The switch waits for
+    a round because a graph rounds differently from the eager ops (TensorFlow fuses and reorders them):
+    two calls that one contract compares bit for bit, one eager and one traced, would differ by 1e-16.
+    Where the trace fails, the call stays eager, and so does a later call whose new shape fails to
+    retrace (a wrong channel count left a dimension unknown): an error of the traced call itself is the
+    model's, as eagerly."""
 
     HOT = 8
 
@@ -417,6 +420,7 @@ class HotCall:
         self.call = call
         self.traced = tf.function(call, reduce_retracing=True, autograph=False)
         self.seen: dict[str, list] = {}  # structure -> argument shapes of its eager calls; None once traced
+        self.hot_in: dict[str, int] = {}  # structure -> the round its HOT-th eager call was made in
         self.eager: set[str] = set()  # structures whose trace failed
 
     def __call__(self, *args):
@@ -431,7 +435,7 @@ class HotCall:
                 except Exception:
                     return self.call(*args)  # the trace: the call runs as the model runs, eagerly
                 raise
-        if structure not in self.eager and len(shapes) >= self.HOT:
+        if structure not in self.eager and self.hot_in.get(structure, bridges.rounds_begun) != bridges.rounds_begun:
             try:
                 self.traced.get_concrete_function(*tf.nest.map_structure(spec_of(shapes), args, *shapes))
             except Exception:
@@ -441,6 +445,8 @@ class HotCall:
                 return self.traced(*args)
         if structure not in self.eager:
             shapes.append(tf.nest.map_structure(lambda x: x.shape if tf.is_tensor(x) else x, args))
+            if len(shapes) == self.HOT:
+                self.hot_in[structure] = bridges.rounds_begun
         return self.call(*args)
 
 
