@@ -6,6 +6,7 @@ import pkgutil
 
 import pytest
 
+from conformance import bridges
 from conformance.compat import import_mxnet
 from conformance.plugin import GPU_ENVIRONMENT, MODEL_ENVIRONMENT
 from tests.conformance_run import FRAMEWORKS, REPO
@@ -28,12 +29,15 @@ if importlib.util.find_spec("mxnet"):
     import_mxnet()
 if importlib.util.find_spec("onnxruntime"):
     import onnxruntime  # noqa: F401
+# One intra-op thread per framework from the start, as the runs ask: TensorFlow fixes its thread pools
+# when it runs its first op, which an import or an earlier test may do before any run asks, and then
+# each worker's second thread only spins on a 2-core machine.
+bridges.limit_threads(1)
 if importlib.util.find_spec("transformers"):
     # transformers imports its models lazily, on first use: a model first used inside a run is gone
     # (with the lazy loader's record of it) when pytester restores sys.modules.
     from transformers import MarianConfig, MarianMTModel  # noqa: F401
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache  # noqa: F401
-
 
 
 def import_what_runs_import():

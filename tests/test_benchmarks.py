@@ -31,23 +31,26 @@ def outside_xdist(**changes) -> dict:
     return env | changes
 
 
-def test_every_side_by_side_case_runs_once():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_side_by_side_case_runs_once(backend):
     """`pytest benchmarks/` without --benchmark-only decodes 8 tokens once per case, every backend and
     family, each family on its kind of source (frames, images); a backend with no reference of a
-    family yet skips its cases saying so, one that has it decodes (one thread: a smoke run, not figures)."""
-    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "-v", "-rs", "-p", "no:cacheprovider"],
-                         cwd=ROOT, capture_output=True, text=True, env=outside_xdist(BENCH_THREADS="1"))
+    family yet skips its cases saying so, one that has it decodes (one thread: a smoke run, not figures).
+    One backend's cases a run (`-k`), so that pytest -n spreads them."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "-v", "-rs", "-p", "no:cacheprovider",
+                          "-k", f"test_decode and {backend}-"], cwd=ROOT, capture_output=True, text=True,
+                         env=outside_xdist(BENCH_THREADS="1"))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " failed" not in run.stdout and " error" not in run.stdout
     outcomes = dict(re.findall(r"::test_decode\[(\S+)\] (PASSED|SKIPPED)", run.stdout))
-    for backend in BACKENDS:
-        have = ported("torch" if backend == "onnxruntime" else backend)  # onnxruntime: the torch references exported
-        for family in ("speech", "captioning"):
-            for case in (f"{backend}-{family}-{mode}-B{batch}" for mode in ("cached", "recompute") for batch in (1, 32)):
-                assert outcomes.get(case) == ("PASSED" if family in have else "SKIPPED"), (case, outcomes.get(case))
-            if family not in have:
-                assert f"declined {family}/float32: " in run.stdout, f"no reason for {backend} {family}"
-    assert all(outcomes.get(f"torch-peer-{peer}-B1") in ("PASSED", "SKIPPED") for peer in peers("torch", "speech"))
+    assert {case.split("-")[0] for case in outcomes} == {backend}, sorted(outcomes)
+    have = ported("torch" if backend == "onnxruntime" else backend)  # onnxruntime: the torch references exported
+    for family in ("speech", "captioning"):
+        for case in (f"{backend}-{family}-{mode}-B{batch}" for mode in ("cached", "recompute") for batch in (1, 32)):
+            assert outcomes.get(case) == ("PASSED" if family in have else "SKIPPED"), (case, outcomes.get(case))
+        if family not in have:
+            assert f"declined {family}/float32: " in run.stdout, f"no reason for {backend} {family}"
+    assert all(outcomes.get(f"{backend}-peer-{peer}-B1") in ("PASSED", "SKIPPED") for peer in peers(backend, "speech"))
 
 
 ASV = str(pathlib.Path(sys.executable).with_name("asv"))  # the installed environment's: the README's .venv/bin/asv

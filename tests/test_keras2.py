@@ -12,13 +12,16 @@ COVERED = {"rnn", "gru", "lstm", "bahdanau"}  # the families it does not cover, 
 
 
 def test_keras2_models_pass_every_contract_of_the_families_they_cover(pytester):
-    run = run_conformance(pytester, TRICKY)
+    """Every family but gru, which the next test runs beside a Keras 3 model (each run of Keras 2's eager
+    calls costs ~10 s a family)."""
+    families = [family for family in FAMILIES if family != "gru"]
+    run = run_conformance(pytester, TRICKY, f"--family={','.join(families)}")
     assert run.outcome.ret == 0, "\n".join(run.messages())
     outcomes = {(m["family"], m["contract"]): m["outcome"] for m in run.report["matrix"]}
     skipped = cross_framework_contracts() | not_applicable("gru")
     assert outcomes == {
         (family, contract): "passed" if family in COVERED and contract not in skipped else "skipped"
-        for family in FAMILIES for contract in all_contracts()
+        for family in families for contract in all_contracts()
     }
     skips = {r["message"] for r in run.report["results"]
              if r["outcome"] == "skipped" and r["area"] != "cross_framework" and r["family"] not in COVERED}
