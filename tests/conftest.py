@@ -43,8 +43,9 @@ if importlib.util.find_spec("transformers"):
 def import_what_runs_import():
     """Import, once, the modules every in-process run would import again: pytester drops what a run
     imported when the run ends. Measured per run of one torch broken model: 2.3 s -> 0.9 s, mostly
-    Hypothesis, whose first import in a process gc.collect()s the whole heap (0.6 s with the frameworks
-    loaded). Modules of a framework that is not installed fail to import and stay out."""
+    Hypothesis: imported anew, its first test registers its generator again, which gc.collect()s the
+    whole heap (0.6 s with the frameworks loaded). Modules of a framework that is not installed fail to
+    import and stay out."""
     import hypothesis.extra.numpy  # noqa: F401
     models = [f"tests.{kind}.{name}_models" for kind in ("broken", "tricky") for name in (*FRAMEWORKS, "keras3")]
     for name in ["conformance", "conformance_impls", "impls", "tests.broken.common", *models]:
