@@ -23,8 +23,8 @@ def accepts(obj) -> bool:
 def seed(n: int) -> None:
     """torch.manual_seed where an accelerator can run; the CPU generator alone where none can:
     torch.manual_seed queues a seed for each accelerator not started yet (CUDA, XPU, MTIA) with the
-    caller's formatted stack, three stacks per contract that a CPU-only process never uses (a tenth
-    of a torch run's time)."""
+    caller's formatted stack, three stacks per contract that a CPU-only process never uses (a tenth of
+    a short in-process torch run under a profiler)."""
     if torch.accelerator.is_available():
         torch.manual_seed(n)
     else:
