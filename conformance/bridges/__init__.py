@@ -99,20 +99,20 @@ def parameters_once(named_by_part: dict[str, Iterable[tuple[str, object]]]) -> d
     return listed
 
 
-# The seeding round seed_frameworks is in (None outside one): two bridges of one runtime (TensorFlow
-# under Keras 3 and Keras 2) seed it once per round, as nothing can run between their calls.
-seeding_round: object | None = None
-# How many rounds have begun. A round begins before each contract (plugin.py) and each model build, so
-# a bridge that changes how it runs a model (the TensorFlow bridge's traced calls) changes it only
-# between rounds: two calls that one contract compares bit for bit run alike.
+# How many seeding rounds have begun. A round begins before each contract (plugin.py) and each model
+# build, so a bridge that changes how it runs a model (the TensorFlow bridge's traced calls) changes it
+# only between rounds: two calls that one contract compares bit for bit run alike.
 rounds_begun = 0
+# The number of the round seed_frameworks is in (None outside one): two bridges of one runtime
+# (TensorFlow under Keras 3 and Keras 2) seed it once per round, as nothing can run between their calls.
+seeding_round: int | None = None
 
 
 def seed_frameworks(seed: int) -> None:
     """Seed every framework already imported, so a factory that draws weights is reproducible."""
     global seeding_round, rounds_begun
-    seeding_round = object()
     rounds_begun += 1
+    seeding_round = rounds_begun
     try:
         for bridge in loaded_bridges():
             bridge.seed(seed)
