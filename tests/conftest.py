@@ -65,9 +65,12 @@ def walk_package(name: str):
             yield info.name
 
 
-import_what_runs_import()
-
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        import_what_runs_import()  # where tests run: not in pytest -n's controller (2 s of CPU there)
 
 
 @pytest.fixture
