@@ -11,6 +11,9 @@ from conformance.compat import import_mxnet
 from conformance.plugin import GPU_ENVIRONMENT, MODEL_ENVIRONMENT
 from tests.conformance_run import FRAMEWORKS, REPO
 
+# One intra-op thread per framework, as the runs ask: asked before the imports, since MXNet fixes its
+# operators' threads when it loads (from the environment: CI machines set OMP_NUM_THREADS=2).
+bridges.limit_threads(1)
 # Frameworks are imported once, before pytester's in-process runs snapshot sys.modules:
 # re-importing one inside a run (torch, TensorFlow) fails.
 if importlib.util.find_spec("torch"):
@@ -29,9 +32,9 @@ if importlib.util.find_spec("mxnet"):
     import_mxnet()
 if importlib.util.find_spec("onnxruntime"):
     import onnxruntime  # noqa: F401
-# One intra-op thread per framework from the start, as the runs ask: TensorFlow fixes its thread pools
-# when it runs its first op, which an import or an earlier test may do before any run asks, and then
-# each worker's second thread only spins on a 2-core machine.
+# And for the frameworks just imported, from the start: TensorFlow fixes its thread pools when it runs
+# its first op, which an import or an earlier test may do before any run asks, and then each worker's
+# second thread only spins on a 2-core machine.
 bridges.limit_threads(1)
 if importlib.util.find_spec("transformers"):
     # transformers imports its models lazily, on first use: a model first used inside a run is gone

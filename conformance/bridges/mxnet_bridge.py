@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import warnings
 
 import numpy as np
 
+from .. import compat
 from ..compat import import_mxnet
 from ..spec import Unsupported
 from . import gpu_index, parameters_once
@@ -26,8 +28,14 @@ def seed(n: int) -> None:
 
 
 def limit_threads(n: int) -> None:
-    # MXNet reads OMP_NUM_THREADS only when it loads; this C call changes its OpenMP pool afterwards.
+    """n OpenMP threads for operators run on the calling thread (NaiveEngine). The engine's workers,
+    which run them otherwise, keep what MXNet read from the environment when it loaded
+    (conformance/compat.py): measured, an elementwise op under OMP_NUM_THREADS=2 kept two threads after
+    MXSetNumOMPThreads(1), twice the CPU for the same wall time."""
     mx.base.check_call(mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(n)))
+    if compat.mxnet_threads not in (None, n):
+        warnings.warn(f"MXNet loaded before its threads could be limited to {n}: its operators keep "
+                      f"the {compat.mxnet_threads} threads it read from the environment then", RuntimeWarning, stacklevel=2)
 
 
 def wrap(model, spec):
