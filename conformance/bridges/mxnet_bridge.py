@@ -35,7 +35,7 @@ def limit_threads(n: int) -> None:
     mx.base.check_call(mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(n)))
     if compat.mxnet_threads not in (None, n):
         warnings.warn(f"MXNet loaded before its threads could be limited to {n}: its operators keep "
-                      f"the {compat.mxnet_threads} threads it read from the environment then", RuntimeWarning, stacklevel=2)
+                      f"the thread count it read from the environment then ({compat.mxnet_threads})", RuntimeWarning, stacklevel=2)
 
 
 def wrap(model, spec):
