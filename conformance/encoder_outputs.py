@@ -75,6 +75,10 @@ def agree_within_lengths(model, check, batch: Batch, changed: Batch, wider: Batc
     if expected is None or actual is None:
         return False
     for (path, row), value in expected.items():
-        check.close(actual[(path, row)], value, f"encoder output {path} of example {row} within its declared encoder length "
-                    f"{lengths[row]} ({what}; Declared(encoder_lengths=...) if the encoder changes the time axis)", ())
+        if found[path][1] is None:  # a final state: its value sums up the source, padding included if read
+            where = f"encoder output {path} of example {row}, a leaf with no time axis (a final state), compared whole ({what})"
+        else:
+            where = (f"encoder output {path} of example {row} within its declared encoder length {lengths[row]} ({what}; "
+                     "Declared(encoder_lengths=...) if the encoder changes the time axis)")
+        check.close(actual[(path, row)], value, where, ())
     return True

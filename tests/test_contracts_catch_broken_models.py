@@ -2,6 +2,7 @@
 catch them, and the reference implementations pass every contract."""
 import importlib
 import importlib.util
+import re
 
 import pytest
 
@@ -48,3 +49,20 @@ def test_reference_passes_every_contract_of_each_family(pytester, impl, family):
                         for contract in all_contracts()}
     for result in (r for r in run.report["results"] if r["outcome"] == "skipped"):
         assert f"Skipped: [{result['contract']}] " in result["message"], result["message"]
+
+
+@pytest.mark.parametrize("impl, family, compared", [
+    backend_param("torch", "tests.broken.torch_models:speech_convolution_reads_padding", "speech",
+                  r"encoder output \[0\] of example \d within its declared encoder length \d+ \(with \d extra padding frames; ",
+                  id="time-axis"),
+    backend_param("torch", "tests.broken.torch_models:gru_encoder_reads_padding", "gru",
+                  r"encoder output \[1\] of example \d, a leaf with no time axis \(a final state\), compared whole \(with \d "
+                  r"extra padding columns\)", id="final-state"),
+])
+def test_a_padding_failure_says_how_the_leaf_was_compared(pytester, impl, family, compared):
+    """An encoder output with a time axis is compared within each example's declared length; a final
+    state, which has none, whole: the message says which, so a state that read padding is not blamed on
+    a length."""
+    run = run_conformance(pytester, impl, f"--family={family}", "-k", "extra_padding")
+    messages = [m for m in run.messages() if m.startswith("[extra_padding_changes_nothing] ")]
+    assert messages and all(re.search(compared, m) for m in messages), messages
