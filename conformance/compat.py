@@ -6,7 +6,7 @@ import os
 import sys
 
 # MXNet's operator threads as fixed when it loaded through import_mxnet: None where its environment
-# did not say (MXNet then takes all cores but those it reserves for its engine).
+# did not say (MXNet's own default then) or it was imported some other way.
 mxnet_threads: int | None = None
 
 

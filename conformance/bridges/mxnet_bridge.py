@@ -34,8 +34,8 @@ def limit_threads(n: int) -> None:
     MXSetNumOMPThreads(1), twice the CPU for the same wall time."""
     mx.base.check_call(mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(n)))
     if compat.mxnet_threads not in (None, n):
-        warnings.warn(f"MXNet loaded before its threads could be limited to {n}: its operators keep "
-                      f"the thread count it read from the environment then ({compat.mxnet_threads})", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"MXNet loaded before its threads could be limited to {n}: its operators keep the thread "
+                      f"count it read from the environment then ({compat.mxnet_threads})", RuntimeWarning, stacklevel=2)
 
 
 def wrap(model, spec):
