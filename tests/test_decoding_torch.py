@@ -2,6 +2,7 @@
 lean loop (other dtypes, and the compiled graph's fallback) against Decoder.forward, reused weights,
 and the small-batch thread and oneDNN settings. That every backend's greedy_decode gives the stepwise
 tokens in float64 is in test_decoding.py."""
+import math
 import shutil
 
 import numpy as np
@@ -23,19 +24,42 @@ def compiled_status(batch, steps, model):
     return compiled_transformer.GreedyGraph.status.get((batch, source(batch)[0].shape[1], steps, dtype, graph.size))
 
 
-def test_compiled_transformer_gives_the_stepwise_tokens():
+@pytest.mark.parametrize("batch, folded", [(COMPILED_BATCH, False), (1, True)], ids=["cross-attention", "folded"])
+def test_compiled_transformer_gives_the_stepwise_tokens(batch, folded):
     """float32 on the CPU runs as one compiled graph (it must compile wherever a C++ compiler exists), and
-    decodes the tokens of Decoder.forward step by step, up to float32 near-ties."""
+    decodes the tokens of Decoder.forward step by step, up to float32 near-ties; at batch 1 with its
+    cross-attention folded into the source (compiled_transformer.folds_cross_attention)."""
     model = make_model(ModelSpec("transformer", dtype="float32"))
     assert decoding.compiles(model)
-    src, valid = source(COMPILED_BATCH)
+    src, valid = source(batch)
+    spec = model.decoder
+    assert compiled_transformer.folds_cross_attention(batch, spec.num_heads, src.shape[1], spec.num_hiddens) is folded
     tokens = greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS)
-    status = compiled_status(COMPILED_BATCH, COMPILED_STEPS, model)
+    status = compiled_status(batch, COMPILED_STEPS, model)
     if status.startswith("eager") and not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip(f"no C++ compiler for torch.compile: {status}")
     assert status.startswith("compiled"), status
     assert_same_greedy_tokens(tokens, stepwise_greedy_decode(model, src, valid, bos=1, steps=COMPILED_STEPS),
                               torch_logit_gap(model, src, valid, bos=1), "compiled greedy_decode vs stepwise")
+
+
+def test_folded_cross_attention_is_the_cross_attention():
+    """The fold computes CrossAttention(x) with the same products summed in another order: in float64
+    the two agree to rounding, masked source positions included."""
+    model = make_model(ModelSpec("transformer"))  # float64
+    w = compiled_transformer.rearranged(model)
+    src, valid = source(1)
+    valid[0] = 4  # three masked source positions
+    with torch.inference_mode():
+        memory = model.encoder(torch.as_tensor(src), torch.as_tensor(valid)).flatten(0, 1)
+        steps = src.shape[1]
+        key_bias = torch.zeros(1, 1, 1, steps, dtype=memory.dtype).masked_fill(torch.arange(steps) >= valid[0], -math.inf)
+        x = torch.randn(1, memory.shape[-1], dtype=memory.dtype, generator=torch.Generator().manual_seed(0))
+        for b in w.decoder:
+            k, v = (kv.contiguous() for kv in compiled_transformer._heads(b.cross_kv(memory), 1, 2, w.heads))
+            expected = compiled_transformer._cross_attention(b, k, v, key_bias)(x)
+            torch.testing.assert_close(compiled_transformer._folded_cross_attention(b, k, v, key_bias)(x), expected,
+                                       rtol=1e-12, atol=1e-12)
 
 
 def test_compiled_transformer_falls_back_to_the_eager_loop_saying_why():
