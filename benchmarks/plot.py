@@ -58,8 +58,8 @@ def markdown(run):
         lines.append("")
     targets = [r for r in peer_rows if r["target"] is not None]
     if targets:
-        lines += ["Each pair is its own measurement, so the reference's tokens/s differ between rows; CTranslate2's "
-                  "idle OpenMP threads spin and slow whatever runs next.", "",
+        lines += ["Each pair is its own measurement (a peer's thread pools never run beside a third contender), so "
+                  "the reference's tokens/s differ between rows.", "",
                   "Targets (ratio within each pass, median over passes):", "",
                   "| backend | batch | ratio | of | target | met |", "|---|---:|---:|---|---:|---|"]
         for r in targets:
