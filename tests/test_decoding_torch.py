@@ -2,7 +2,6 @@
 lean loop (other dtypes, and the compiled graph's fallback) against Decoder.forward, reused weights,
 and the small-batch thread and oneDNN settings. That every backend's greedy_decode gives the stepwise
 tokens in float64 is in test_decoding.py."""
-import math
 import shutil
 
 import numpy as np
@@ -51,12 +50,13 @@ def test_folded_cross_attention_is_the_cross_attention():
     src, valid = source(1)
     valid[0] = 4  # three masked source positions
     with torch.inference_mode():
-        memory = model.encoder(torch.as_tensor(src), torch.as_tensor(valid)).flatten(0, 1)
-        steps = src.shape[1]
-        key_bias = torch.zeros(1, 1, 1, steps, dtype=memory.dtype).masked_fill(torch.arange(steps) >= valid[0], -math.inf)
+        valid_t = torch.as_tensor(valid)
+        memory = model.encoder(torch.as_tensor(src), valid_t).flatten(0, 1)
+        key_bias = compiled_transformer._key_bias(valid_t, src.shape[1], memory.dtype)
+        assert torch.isinf(key_bias).sum() == src.shape[1] - valid[0], "the masked positions the test is about"
         x = torch.randn(1, memory.shape[-1], dtype=memory.dtype, generator=torch.Generator().manual_seed(0))
         for b in w.decoder:
-            k, v = (kv.contiguous() for kv in compiled_transformer._heads(b.cross_kv(memory), 1, 2, w.heads))
+            k, v = compiled_transformer._cross_keys_values(b, memory, 1, w.heads)
             expected = compiled_transformer._cross_attention(b, k, v, key_bias)(x)
             torch.testing.assert_close(compiled_transformer._folded_cross_attention(b, k, v, key_bias)(x), expected,
                                        rtol=1e-12, atol=1e-12)

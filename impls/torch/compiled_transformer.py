@@ -161,6 +161,18 @@ def _encode(w: Weights, src, key_bias):
     return x
 
 
+def _key_bias(valid_lens, src_steps: int, dtype):
+    """(batch, 1, 1, src_steps): 0 for each example's source positions within its valid length, -inf after."""
+    positions = torch.arange(src_steps, device=valid_lens.device)
+    return torch.zeros(len(valid_lens), 1, 1, src_steps, dtype=dtype, device=valid_lens.device).masked_fill(
+        (positions >= valid_lens[:, None])[:, None, None, :], -math.inf)
+
+
+def _cross_keys_values(b: DecoderBlock, memory, batch: int, heads: int):
+    """A decoder block's cross-attention keys and values of the source, (batch, heads, src_steps, d_head) each."""
+    return tuple(kv.contiguous() for kv in _heads(b.cross_kv(memory), batch, 2, heads))
+
+
 def folds_cross_attention(batch, heads, src_steps, d) -> bool:
     """Whether the decoder's cross-attention is folded into the source (_folded_cross_attention): where
     each example's folded matrices are no bigger than the two d x d projections they replace (batch 1
@@ -200,13 +212,12 @@ def _cross_attention(b: DecoderBlock, cross_k, cross_v, key_bias):
 def greedy_graph(w: Weights, src, valid_lens, bos, steps: int):
     """(batch, steps) greedy tokens: the whole decode, for torch.compile (while_loop runs compiled only)."""
     batch, src_steps = src.shape
-    key_bias = torch.zeros(batch, 1, 1, src_steps, dtype=w.tgt_positions.dtype, device=src.device).masked_fill(
-        (torch.arange(src_steps, device=src.device) >= valid_lens[:, None])[:, None, None, :], -math.inf)
+    key_bias = _key_bias(valid_lens, src_steps, w.tgt_positions.dtype)
     memory = _encode(w, src, key_bias)
     d = memory.shape[-1]
     folded = folds_cross_attention(batch, w.heads, src_steps, d)
-    cross = [(_folded_cross_attention if folded else _cross_attention)(
-        b, *(kv.contiguous() for kv in _heads(b.cross_kv(memory), batch, 2, w.heads)), key_bias) for b in w.decoder]
+    attention = _folded_cross_attention if folded else _cross_attention
+    cross = [attention(b, *_cross_keys_values(b, memory, batch, w.heads), key_bias) for b in w.decoder]
     caches = [memory.new_zeros(2, batch, w.heads, steps, d // w.heads) for _ in w.decoder]  # keys, values
     position = torch.arange(steps, device=src.device)
 
