@@ -9,6 +9,8 @@ import pytest
 
 from tests.conformance_run import REPO
 
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mxnet") is None, reason="mxnet is not installed")
+
 # Loads MXNet as the suite does after limit_threads(n), runs elementwise operators (OpenMP-parallel
 # in MXNet), and prints how many of the process's threads did a fifth or more of the busiest one's
 # work meanwhile.
@@ -37,7 +39,6 @@ print(sum(t >= max(spent) / 5 for t in spent))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mxnet") is None, reason="mxnet is not installed")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2 cores and Linux's /proc")
 def test_operators_run_on_one_thread_under_omp_num_threads_2():
     run = subprocess.run([sys.executable, "-c", BUSY_THREADS, "1"], cwd=REPO, capture_output=True, text=True,
@@ -46,7 +47,6 @@ def test_operators_run_on_one_thread_under_omp_num_threads_2():
     assert run.stdout.split()[-1] == "1", f"threads busy running MXNet operators after limit_threads(1): {run.stdout.split()[-1]}, expected 1"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mxnet") is None, reason="mxnet is not installed")
 def test_a_limit_asked_after_mxnet_loaded_says_what_it_keeps():
     late = "from conformance import bridges\nfrom conformance.compat import import_mxnet\nimport_mxnet()\nbridges.limit_threads(1)"
     run = subprocess.run([sys.executable, "-c", late], cwd=REPO, capture_output=True, text=True,
